@@ -1,0 +1,380 @@
+"""
+Train a GPT, optionally with a dispersion loss against embedding condensation.
+
+One process (CPU, one GPU, Apple):
+    python train.py config/tiny_base.py
+    python train.py config/small_disp.py --batch_size=8 --compile=False
+Several GPUs or processes (DDP):
+    torchrun --standalone --nproc_per_node=8 train.py config/small_disp.py
+Across nodes, on every node (node_rank 0 and 1 here):
+    torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=HOST --master_port=29500 train.py ...
+
+Settings are the module-level names below; a config file (plain Python) and then --key=value
+overrides change them, left to right (see configurator.py).
+"""
+
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch.distributed import destroy_process_group, init_process_group
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from configurator import ConfigError, configure
+from dispersion import dispersion_loss, select_layers
+from model import GPT, GPTConfig, load_checkpoint, peak_flops
+
+# -----------------------------------------------------------------------------
+# default settings: a small character-level model on Shakespeare
+# I/O
+out_dir = "out"  # checkpoint, config.json and metrics.jsonl go here
+eval_interval = 250  # evaluate (and checkpoint) every this many iterations
+log_interval = 10  # print and record one training line every this many iterations
+eval_iters = 20  # fixed batches per split in each evaluation
+always_save_checkpoint = True  # save at every evaluation, not only when val loss improves
+init_from = "scratch"  # 'scratch', 'resume' (from out_dir/ckpt.pt) or a GPT-2 name such as 'gpt2'
+seed = 1337  # seeds the model, the batches and the fixed evaluation batches
+# data
+dataset = "shakespeare_char"  # a folder under data/ holding train.bin, val.bin and meta.json
+gradient_accumulation_steps = 1  # global count of micro-batches per step, divided among processes
+batch_size = 32  # sequences per micro-batch, per process
+block_size = 256  # tokens per sequence
+# model
+n_layer = 6
+n_head = 6
+n_embd = 384
+mlp_dim = None  # MLP hidden width; None means 4 * n_embd
+dropout = 0.0  # 0 for pre-training, 0.1+ when fine-tuning small data
+bias = False  # biases in Linear and LayerNorm layers
+# AdamW optimizer and learning-rate schedule
+learning_rate = 1e-3  # peak learning rate
+max_iters = 5000  # total optimizer steps
+weight_decay = 0.1  # on weight matrices only
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0  # clip the global gradient norm to this; 0 disables
+warmup_iters = 100  # linear warm-up steps
+lr_decay_iters = None  # cosine decay ends here; None means max_iters
+min_lr = 1e-4  # learning rate at the end of the decay, about learning_rate / 10 (Chinchilla)
+# dispersion loss (dispersion.py; ../shared/reference/condensation-and-dispersion.md section 3)
+dispersion_weight = 0.0  # total loss = cross-entropy + weight * dispersion; 0 turns it off entirely
+dispersion_variant = "angular"  # angular, cosine, l2_repel, orthogonal, decorrelation, entropy
+dispersion_layers = "all"  # all, last, early_half, late_half, or hidden-state indices like "1,3,5"
+dispersion_tau = 1.0  # temperature of the exp-based variants
+dispersion_clamp = 0.1  # delta of the straight-through clamp on the cosine, in [0, 1)
+dispersion_margin = 0.5  # hinge margin of 'orthogonal', as a fraction of pi
+dispersion_norm_weight = 0.1  # weight of the mean(z^2) term of 'l2_repel'
+dispersion_tokens = 256  # tokens sampled per sequence for the loss; 0 keeps all of them (exact)
+# the paper's baselines (section 4 of the reference)
+embed_noise_alpha = 0.0  # NEFTune: uniform noise alpha / sqrt(T * C) on token embeddings, training only
+forget_every = 0  # active forgetting: re-initialise the token embedding every this many steps; 0 = off
+# condensation tracking at each evaluation (measure.py)
+track_sequences = 16  # fixed validation windows measured at each evaluation; 0 turns tracking off
+# system
+device = ""  # cpu, cuda, cuda:3, mps; empty picks cuda, then mps, then cpu
+dtype = ""  # float32, bfloat16 or float16; empty picks bfloat16 where supported, else float32
+compile = None  # torch.compile the model; None means on for CUDA only
+backend = ""  # DDP backend; empty picks nccl on CUDA, gloo otherwise
+# -----------------------------------------------------------------------------
+defaults = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str, type(None)))}
+try:
+    config = configure(defaults, sys.argv[1:])
+except ConfigError as e:
+    sys.exit(f"error: {e}")
+globals().update(config)
+
+# processes, device and precision
+ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
+if not device:
+    device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+device_type = "cuda" if device.startswith("cuda") else device
+if ddp:
+    init_process_group(backend=backend or ("nccl" if device_type == "cuda" else "gloo"))
+    rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    if device_type == "cuda":
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+else:
+    rank, local_rank, world_size = 0, 0, 1
+master = rank == 0  # the process that logs and writes checkpoints
+if gradient_accumulation_steps % world_size != 0:
+    sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the "
+             f"{world_size} processes; set it to a multiple of {world_size}.")
+local_accum = gradient_accumulation_steps // world_size  # micro-batches this process runs per step
+tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+if not dtype:
+    bf16_ok = device_type == "cuda" and torch.cuda.is_bf16_supported()
+    dtype = "bfloat16" if bf16_ok else "float32"
+if dtype not in ("float32", "bfloat16", "float16"):
+    sys.exit(f"error: dtype must be float32, bfloat16 or float16, not '{dtype}'.")
+if compile is None:
+    compile = device_type == "cuda"
+ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+torch.manual_seed(seed + rank)  # dropout and noise differ per process; batches do not (see below)
+if device_type == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+# data: the default data sets prepare themselves on first use
+data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", dataset)
+if not os.path.exists(os.path.join(data_dir, "val.bin")):
+    from data.common import prepare_default
+    if master and not prepare_default(dataset):
+        sys.exit(f"error: data set '{dataset}' is not prepared: run python data/prepare_text.py "
+                 f"--name={dataset} YOUR_FILES.txt (or pick dataset=shakespeare_char).")
+    if ddp:
+        torch.distributed.barrier()
+with open(os.path.join(data_dir, "meta.json")) as f:
+    meta = json.load(f)
+vocab_size = 64 * math.ceil(meta["vocab_size"] / 64)  # padded to a multiple of 64: faster matmuls
+
+
+def load_batch(split, offsets):
+    """Sequences starting at offsets, and the same shifted by one as targets. The memmap is opened per
+    call, because a long-lived np.memmap keeps its pages and memory creeps up over a long run."""
+    data = np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r")
+    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in offsets.tolist()])
+    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in offsets.tolist()])
+    if device_type == "cuda":  # pinned memory lets the copy overlap with the model's work
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x.to(device), y.to(device)
+
+
+def split_length(split):
+    return len(np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r"))
+
+
+for split in ("train", "val"):
+    if split_length(split) <= block_size + 1:
+        sys.exit(f"error: the {split} split of '{dataset}' has fewer tokens than block_size={block_size}; "
+                 "lower block_size or add text.")
+# Every process draws the same offsets for the whole global batch and takes its own share of it, so the
+# global batch does not depend on how many processes there are (and a resume knows where it was).
+batch_gen = torch.Generator().manual_seed(seed)
+# fixed evaluation batches: the same windows at every evaluation, in every run with this seed
+eval_gen = torch.Generator().manual_seed(seed + 1)
+eval_offsets = {s: torch.randint(split_length(s) - block_size, (eval_iters, batch_size), generator=eval_gen)
+                for s in ("train", "val")}
+
+# model
+model_args = dict(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
+                  mlp_dim=mlp_dim, dropout=dropout, bias=bias, embed_noise_alpha=embed_noise_alpha)
+ckpt_path = os.path.join(out_dir, "ckpt.pt")
+iter_num, best_val_loss, ckpt = 0, float("inf"), None
+if init_from == "scratch":
+    if os.path.exists(ckpt_path):
+        sys.exit(f"error: {ckpt_path} already exists; continue it with --init_from=resume, or pick another "
+                 "--out_dir (nothing was overwritten).")
+    model = GPT(GPTConfig(**model_args))
+elif init_from == "resume":
+    ckpt = load_checkpoint(ckpt_path, device)
+    for k in ("block_size", "n_layer", "n_head", "n_embd", "bias", "vocab_size"):
+        if ckpt["model_args"][k] != model_args[k]:
+            sys.exit(f"error: {ckpt_path} was trained with {k}={ckpt['model_args'][k]}, but the settings say "
+                     f"{model_args[k]}; resume with the run's own config or pick another --out_dir.")
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+elif init_from.startswith("gpt2"):
+    model = GPT.from_pretrained(init_from)
+    for k in ("n_layer", "n_head", "n_embd", "mlp_dim", "vocab_size", "bias"):
+        model_args[k] = getattr(model.config, k)
+    model.config.dropout = model_args["dropout"] = dropout
+    model.config.embed_noise_alpha = embed_noise_alpha
+    if block_size > model.config.block_size:
+        sys.exit(f"error: block_size={block_size} is longer than {init_from}'s {model.config.block_size}.")
+else:
+    sys.exit(f"error: init_from must be 'scratch', 'resume' or a GPT-2 name like 'gpt2', not '{init_from}'.")
+model.to(device)
+disp_layers = select_layers(dispersion_layers, model.config.n_layer) if dispersion_weight > 0 else []
+
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # fp16 needs loss scaling; bf16 does not
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+if ckpt is not None:
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    torch.set_rng_state(ckpt["rng"]["torch"][rank] if rank < len(ckpt["rng"]["torch"]) else torch.get_rng_state())
+    batch_gen.set_state(ckpt["rng"]["batch"])
+    if device_type == "cuda" and ckpt["rng"].get("cuda") is not None:
+        torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+ckpt = None  # free the memory
+
+raw_model = model  # the plain module: what gets evaluated, measured and saved (no _orig_mod. prefix)
+if compile:
+    import torch._dynamo
+    torch._dynamo.config.suppress_errors = True  # a model that fails to compile runs eagerly, with a warning
+    model = torch.compile(model)
+if ddp:
+    model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
+
+
+def get_lr(it):
+    """Linear warm-up from learning_rate / (warmup_iters + 1) (never zero), then cosine decay to min_lr."""
+    decay_end = lr_decay_iters or max_iters
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it >= decay_end:
+        return min_lr
+    ratio = (it - warmup_iters) / max(1, decay_end - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def forward(m, x, y):
+    """Cross-entropy and the dispersion term (unweighted; a zero tensor when dispersion is off)."""
+    with autocast:
+        if not disp_layers:
+            _, ce = m(x, y)
+            return ce, torch.zeros((), device=ce.device)
+        _, ce, hidden = m(x, y, return_hidden=True)
+        # all chosen layers as one batch of L * B sequences: the batch mean is the mean over layers
+        z = torch.stack([hidden[i] for i in disp_layers]).flatten(0, 1)  # (L * B, T, C)
+        disp = dispersion_loss(z, dispersion_variant, tau=dispersion_tau, clamp=dispersion_clamp,
+                               margin=dispersion_margin, norm_weight=dispersion_norm_weight,
+                               max_tokens=dispersion_tokens or None)
+        return ce, disp
+
+
+@torch.no_grad()
+def evaluate():
+    """Mean loss on the fixed batches of each split, plus condensation of fixed validation windows."""
+    raw_model.eval()
+    out = {}
+    for split, offsets in eval_offsets.items():
+        losses = []
+        for o in offsets:
+            with autocast:
+                losses.append(raw_model(*load_batch(split, o))[1])
+        out[f"{split}_loss"] = torch.stack(losses).mean().item()
+    if track_sequences:
+        out.update(condensation_summary(raw_model))
+    raw_model.train()
+    return out
+
+
+def condensation_summary(m):
+    from measure import measure
+    x, _ = load_batch("val", eval_offsets["val"].flatten()[:track_sequences])
+    result = measure(m, x[:, :min(block_size, 512)], batch_size=batch_size, device=device)
+    return {"mean_cos": [round(v, 5) for v in result.mean_cos], "spearman": result.spearman}
+
+
+def save_checkpoint(batch_state):
+    """Everything a resume needs, as tensors and plain values only (loads with weights_only=True).
+    Written to a temporary file and then renamed, so a crash never leaves a half-written ckpt.pt."""
+    torch_states = [torch.get_rng_state()]
+    if ddp:  # each process has its own dropout / noise stream
+        torch_states = [None] * world_size
+        torch.distributed.all_gather_object(torch_states, torch.get_rng_state())
+    if not master:
+        return
+    ckpt = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss, "config": config,
+            "rng": {"torch": torch_states, "batch": batch_state,
+                    "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}}
+    tmp = ckpt_path + ".tmp"
+    torch.save(ckpt, tmp)
+    os.replace(tmp, ckpt_path)
+
+
+def log(record):
+    with open(os.path.join(out_dir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def forget_embedding():
+    """Active forgetting (Chen et al. 2023): re-draw the token embedding and drop its AdamW moments.
+    wte and lm_head are one tied tensor here, so the output head is re-initialised with it."""
+    wte = raw_model.transformer.wte.weight
+    with torch.no_grad():
+        torch.nn.init.normal_(wte, mean=0.0, std=0.02)
+    optimizer.state.pop(wte, None)
+
+
+if master:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    print(json.dumps(config, indent=2))
+    print(f"{world_size} process(es), {local_accum} micro-batch(es) each, {tokens_per_iter:,} tokens per iteration")
+    print(f"model: {raw_model.num_params() / 1e6:.2f}M parameters; device {device}, {dtype}, compile={compile}")
+    if disp_layers:
+        print(f"dispersion: {dispersion_variant} x {dispersion_weight} on hidden states {disp_layers}")
+peak = peak_flops(torch.cuda.get_device_name()) if device_type == "cuda" else None
+if master and device_type == "cuda" and peak is None:
+    print(f"MFU: {torch.cuda.get_device_name()} is not in model.PEAK_FLOPS, so no MFU is reported")
+
+
+def stop_if_nonfinite(bad):
+    if bad:
+        sys.exit(f"error: the loss became non-finite by iteration {iter_num}; the last good checkpoint in "
+                 f"{out_dir} is untouched. Lower learning_rate, or use dtype=float32 or bfloat16.")
+
+nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked without a device sync in the step
+start_iter, last_log_iter, t0 = iter_num, iter_num, time.time()
+while True:
+    batch_state = batch_gen.get_state()  # before this step's draw: a resume from here redraws the same batch
+    evaluation_due = iter_num % eval_interval == 0 or iter_num == max_iters
+    if evaluation_due and not (init_from == "resume" and iter_num == start_iter):  # a resume starts past its eval
+        t_eval = time.time()
+        metrics = evaluate()
+        stop_if_nonfinite(nonfinite.item() or not math.isfinite(metrics["train_loss"] + metrics["val_loss"]))
+        if master:
+            print(f"iter {iter_num}: train loss {metrics['train_loss']:.4f}, val loss {metrics['val_loss']:.4f}"
+                  + (f", condensation spearman {metrics['spearman']:+.2f}" if "spearman" in metrics else ""))
+            log({"iter": iter_num, **metrics})
+        if metrics["val_loss"] < best_val_loss or always_save_checkpoint:
+            best_val_loss = min(best_val_loss, metrics["val_loss"])
+            if iter_num > 0:
+                save_checkpoint(batch_state)
+        t0 += time.time() - t_eval  # the step timings leave evaluation out
+    if iter_num >= max_iters:
+        break
+    if forget_every and iter_num > 0 and iter_num % forget_every == 0:
+        forget_embedding()
+
+    lr = get_lr(iter_num)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    offsets = torch.randint(split_length("train") - block_size, (gradient_accumulation_steps, batch_size),
+                            generator=batch_gen)[rank * local_accum:(rank + 1) * local_accum]
+    x, y = load_batch("train", offsets[0])
+    ce_sum, disp_sum = 0.0, 0.0
+    for micro in range(local_accum):
+        if ddp:  # average gradients across processes only on the last micro-batch
+            model.require_backward_grad_sync = micro == local_accum - 1
+        ce, disp = forward(model, x, y)
+        loss = (ce + dispersion_weight * disp) / local_accum  # both terms scaled alike
+        if micro + 1 < local_accum:
+            x, y = load_batch("train", offsets[micro + 1])  # fetch the next batch while the device works
+        scaler.scale(loss).backward()
+        ce_sum, disp_sum = ce_sum + ce.detach(), disp_sum + disp.detach()
+        nonfinite |= ~torch.isfinite(loss.detach())
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+
+    if iter_num % log_interval == 0:  # the only place the step waits for the device
+        stop_if_nonfinite(nonfinite.item())
+    if iter_num % log_interval == 0 and master:
+        ms = 1000 * (time.time() - t0) / (iter_num + 1 - last_log_iter)  # mean over the steps since the last line
+        ce_val, disp_val = ce_sum.item() / local_accum, float(disp_sum) / local_accum
+        total = ce_val + dispersion_weight * disp_val
+        mfu = raw_model.flops_per_token(block_size) * tokens_per_iter / world_size / (ms / 1000) / peak if peak else None
+        print(f"iter {iter_num}: loss {total:.4f} (ce {ce_val:.4f}, disp {disp_val:.4f}), lr {lr:.2e}, "
+              f"{ms:.0f} ms/iter, {tokens_per_iter / (ms / 1000):,.0f} tok/s" + (f", MFU {100 * mfu:.1f}%" if mfu else ""))
+        log({"iter": iter_num, "loss": total, "ce": ce_val, "dispersion": disp_val, "lr": lr, "ms": ms,
+             "tokens_per_s": tokens_per_iter / (ms / 1000), "mfu": mfu})
+        last_log_iter, t0 = iter_num + 1, time.time()
+    iter_num += 1
+
+if ddp:
+    destroy_process_group()
