@@ -1,0 +1,192 @@
+"""
+Dispersion losses: push the tokens of one sequence apart so hidden states do not condense into a cone.
+
+Specification: shared/reference/condensation-and-dispersion.md, section 3 (the losses and the choice of layers).
+Used by train.py as
+
+    loss = cross_entropy + dispersion_weight * dispersion_loss(torch.stack([hidden[l] for l in layers]).flatten(0, 1))
+
+Stacking L layers of B sequences gives one batch of L*B sequences; the mean over that batch is the mean over
+layers of the per-layer means, so every layer goes through one call (one batched matmul per variant).
+
+Adding a loss: write `def my_loss(z, *, tau, **_):` returning one value per sequence, shape (B,), from fp32
+z of shape (B, T, C), and add `"my_loss": my_loss` to VARIANTS. Settings a variant does not use arrive in `**_`.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-6  # floor on norms: u_i = z_i / max(||z_i||, EPS); keeps zero vectors finite in value and gradient
+
+
+# -----------------------------------------------------------------------------
+# pairwise building blocks, all (B, T, T) over the tokens of each sequence
+
+def cosines(z):
+    """c_ij = u_i . u_j with u_i = z_i / max(||z_i||, eps)."""
+    u = F.normalize(z, dim=-1, eps=EPS)  # (B, T, C)
+    return u @ u.transpose(1, 2)  # (B, T, T)
+
+
+def angles(z, clamp):
+    """a_ij = arccos(clamp(c_ij, -1 + delta, 1 - delta)) / pi in [0, 1], delta = clamp.
+    Straight-through clamp: the forward value uses the clamped cosine, the backward pass treats the clamp as
+    the identity, so a pair beyond the band gets the finite slope at the band's edge.
+    delta = 0 is floored at 1e-6 so the arccos slope at +-1 stays finite."""
+    edge = 1 - max(clamp, 1e-6)
+    c = cosines(z)  # (B, T, T)
+    c = c + (c.clamp(-edge, edge) - c).detach()
+    return torch.arccos(c) / math.pi
+
+
+def squared_distances(z):
+    """d_ij = ||z_i - z_j||^2 = |z_i|^2 + |z_j|^2 - 2 z_i . z_j, after subtracting the sequence mean
+    (distances do not change; it avoids cancellation when all tokens share a large offset)."""
+    z = z - z.mean(dim=1, keepdim=True)  # (B, T, C)
+    sq = z.pow(2).sum(-1)  # (B, T)
+    d = torch.baddbmm(sq.unsqueeze(2) + sq.unsqueeze(1), z, z.transpose(1, 2), alpha=-2)  # (B, T, T)
+    return d.clamp_min(0)  # rounding can leave tiny negatives
+
+
+def off_diagonal(T, device):
+    return ~torch.eye(T, dtype=torch.bool, device=device)  # (T, T), True for i != j
+
+
+def log_mean_exp(x):
+    """log mean_{i!=j} exp(x_ij) = logsumexp over the T(T-1) off-diagonal entries - log(T(T-1))."""
+    T = x.size(-1)
+    x = x.masked_fill(~off_diagonal(T, x.device), float("-inf"))  # (B, T, T)
+    return torch.logsumexp(x.flatten(1), dim=1) - math.log(T * (T - 1))  # (B,)
+
+
+def mean_pairs(x):
+    """mean_{i!=j} x_ij over the T(T-1) off-diagonal entries."""
+    T = x.size(-1)
+    return x.masked_fill(~off_diagonal(T, x.device), 0.0).sum((1, 2)) / (T * (T - 1))  # (B,)
+
+
+# -----------------------------------------------------------------------------
+# the variants (reference section 3 table); each maps z (B, T, C), fp32 or fp64, to the per-sequence loss (B,)
+
+def angular(z, *, tau, clamp, **_):
+    """angular spread: log mean_{i!=j} exp(-a_ij / tau). Orthogonal tokens give -0.5 (tau = 1)."""
+    return log_mean_exp(angles(z, clamp) / -tau)
+
+
+def cosine(z, *, tau, **_):
+    """InfoNCE on cosine (Wang & He 2025): log mean_{i!=j} exp(c_ij / tau)."""
+    return log_mean_exp(cosines(z) / tau)
+
+
+def l2_repel(z, *, tau, norm_weight, **_):
+    """log mean_{i!=j} exp(-||z_i - z_j||^2 / tau) + norm_weight * mean(z^2) over tokens and channels."""
+    return log_mean_exp(squared_distances(z) / -tau) + norm_weight * z.pow(2).mean((1, 2))
+
+
+def orthogonal(z, *, margin, clamp, **_):
+    """hinge: mean_{i!=j} max(0, margin - a_ij)^2; margin 0.5 = 90 degrees."""
+    return mean_pairs(F.relu(margin - angles(z, clamp)).pow(2))
+
+
+def decorrelation(z, **_):
+    """mean_{i!=j} r_ij^2, r_ij = Pearson correlation of the feature vectors z_i and z_j (over channels),
+    i.e. the cosine of the token vectors after each is centred over its channels; eps floors the std."""
+    return mean_pairs(cosines(z - z.mean(dim=-1, keepdim=True)).pow(2))
+
+
+def entropy(z, *, tau, **_):
+    """-mean_i H_i, H_i = -sum_{j!=i} p_ij log p_ij (nats), p_i = softmax_{j!=i}(-||z_i - z_j||^2 / tau)."""
+    keep = off_diagonal(z.size(1), z.device)  # (T, T)
+    logp = F.log_softmax((squared_distances(z) / -tau).masked_fill(~keep, float("-inf")), dim=-1)  # (B, T, T)
+    H = -(logp.exp() * logp.masked_fill(~keep, 0.0)).sum(-1)  # (B, T); masking avoids 0 * -inf on i == j
+    return -H.mean(-1)
+
+
+VARIANTS = {
+    "angular": angular,
+    "cosine": cosine,
+    "l2_repel": l2_repel,
+    "orthogonal": orthogonal,
+    "decorrelation": decorrelation,
+    "entropy": entropy,
+}
+
+
+# -----------------------------------------------------------------------------
+
+def dispersion_loss(z, variant="angular", *, tau=1.0, clamp=0.1, margin=0.5, norm_weight=0.1,
+                    max_tokens=256, generator=None):
+    """Mean over the batch of the per-sequence dispersion loss of z (B, T, C); pairs never cross sequences.
+
+    Subsampling: if max_tokens is not None and < T, one random set of max_tokens positions (torch.randperm,
+    drawn from `generator`, else the global RNG) is kept, shared by every sequence of the batch: one draw and
+    one gather per call. max_tokens=None or >= T keeps every token and the result is exact. Averaged over draws,
+    the pair means (orthogonal, decorrelation) are unbiased, angular and cosine nearly so (log of a mean), while
+    l2_repel and entropy depend on the number of neighbours m - 1 and shift with max_tokens.
+    Under torch.compile(fullgraph=True) pass generator=None: the positions then come from the global RNG
+    (the compiled draw differs from eager's unless torch._inductor.config.fallback_random is set).
+
+    Precision: computed in fp32 with autocast disabled, whatever the input dtype (fp64 input stays fp64).
+    Extra activation memory, with m = min(T, max_tokens): B * m * C floats for the gathered fp32 copy plus about
+    B * m^2 floats for each pairwise (B, m, m) matrix kept for backward (a handful per variant).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown dispersion variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if z.dim() != 3:
+        raise ValueError(f"dispersion_loss expects hidden states of shape (B, T, C), got shape {tuple(z.shape)}")
+    if z.size(1) < 2:
+        raise ValueError(f"dispersion_loss needs at least 2 tokens per sequence to form pairs, got T = {z.size(1)}")
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    if not 0 <= clamp < 1:
+        raise ValueError(f"clamp must be in [0, 1), got {clamp}")
+    if margin < 0 or norm_weight < 0:
+        raise ValueError(f"margin and norm_weight must be >= 0, got margin={margin}, norm_weight={norm_weight}")
+    if max_tokens is not None and max_tokens < 2:
+        raise ValueError(f"max_tokens must be None or >= 2, got {max_tokens}")
+    if generator is not None and torch.compiler.is_compiling():
+        raise ValueError("a torch.Generator cannot be traced by torch.compile; pass generator=None (global RNG)")
+
+    T = z.size(1)
+    if max_tokens is not None and max_tokens < T:
+        device = generator.device if generator is not None else z.device
+        keep = torch.randperm(T, generator=generator, device=device)[:max_tokens].to(z.device)  # (m,)
+        z = z[:, keep]  # (B, m, C)
+    z = z.to(torch.promote_types(z.dtype, torch.float32))  # (B, m, C) fp32, or fp64 if given fp64
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        return VARIANTS[variant](z, tau=tau, clamp=clamp, margin=margin, norm_weight=norm_weight).mean()
+
+
+def select_layers(spec, n_layer):
+    """Hidden-state entries 1..n_layer the loss reads (entry 0, the raw embedding, is never used):
+    "all", "last", "early_half" (1..n_layer//2), "late_half" (n_layer//2+1..n_layer), or an explicit list
+    given as a list/tuple of ints or as a string "1,3,5". Returns a sorted list of ints."""
+    named = {
+        "all": range(1, n_layer + 1),
+        "last": range(n_layer, n_layer + 1),
+        "early_half": range(1, n_layer // 2 + 1),
+        "late_half": range(n_layer // 2 + 1, n_layer + 1),
+    }
+    valid = f"valid layers are 1..{n_layer}; or use one of {', '.join(named)}"
+    if isinstance(spec, str) and spec in named:
+        layers = list(named[spec])
+    elif isinstance(spec, str):
+        try:
+            layers = [int(s) for s in spec.strip("[]() ").split(",") if s.strip()]
+        except ValueError:
+            msg = f"cannot read dispersion layers {spec!r}: give comma-separated ints like '1,3,5'; {valid}"
+            raise ValueError(msg) from None
+    elif isinstance(spec, (list, tuple)) and all(isinstance(s, int) and not isinstance(s, bool) for s in spec):
+        layers = list(spec)
+    else:
+        raise ValueError(f"dispersion layers must be a name, a list of ints or a string like '1,3,5', got {spec!r}")
+    if not layers:
+        raise ValueError(f"dispersion layers {spec!r} select no layer for n_layer = {n_layer}; {valid}")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"dispersion layers {spec!r} repeat a layer; list each layer once")
+    bad = [l for l in layers if not 1 <= l <= n_layer]
+    if bad:
+        raise ValueError(f"dispersion layers {bad} are out of range; {valid}")
+    return sorted(layers)

@@ -1,0 +1,318 @@
+"""
+Tests for dispersion.py: every variant against an independent float64 loop over pairs (the formulas of
+shared/reference/condensation-and-dispersion.md section 3), gradients, invariances, subsampling, precision,
+errors, layer selection and one torch.compile check.
+
+Run: python -m pytest tests/test_dispersion.py -q
+"""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dispersion import VARIANTS, dispersion_loss, select_layers
+
+SETTINGS = dict(tau=0.7, clamp=0.1, margin=0.5, norm_weight=0.1)  # tau != 1 so a misplaced tau shows
+
+
+# -----------------------------------------------------------------------------
+# reference: one sequence x of shape (T, C) as a float64 numpy array, plain loops over ordered pairs i != j
+
+def ref_unit(v):
+    return v / max(np.linalg.norm(v), 1e-6)
+
+
+def ref_angle(xi, xj, clamp):
+    c = float(ref_unit(xi) @ ref_unit(xj))
+    return math.acos(min(max(c, -1 + clamp), 1 - clamp)) / math.pi
+
+
+def ref_pearson(xi, xj):
+    if np.ptp(xi) == 0 or np.ptp(xj) == 0:
+        return 0.0  # a constant token has no correlation with anything (the module floors the std)
+    return float(np.corrcoef(xi, xj)[0, 1])
+
+
+def ref_sequence(x, variant, tau, clamp, margin, norm_weight):
+    T = len(x)
+    pairs = [(i, j) for i in range(T) for j in range(T) if i != j]
+    if variant == "angular":
+        return math.log(np.mean([math.exp(-ref_angle(x[i], x[j], clamp) / tau) for i, j in pairs]))
+    if variant == "cosine":
+        return math.log(np.mean([math.exp(ref_unit(x[i]) @ ref_unit(x[j]) / tau) for i, j in pairs]))
+    if variant == "l2_repel":
+        repel = math.log(np.mean([math.exp(-np.sum((x[i] - x[j]) ** 2) / tau) for i, j in pairs]))
+        return repel + norm_weight * np.mean(x ** 2)
+    if variant == "orthogonal":
+        return np.mean([max(0.0, margin - ref_angle(x[i], x[j], clamp)) ** 2 for i, j in pairs])
+    if variant == "decorrelation":
+        return np.mean([ref_pearson(x[i], x[j]) ** 2 for i, j in pairs])
+    if variant == "entropy":
+        H = []
+        for i in range(T):
+            logits = np.array([-np.sum((x[i] - x[j]) ** 2) / tau for j in range(T) if j != i])
+            p = np.exp(logits - logits.max())
+            p /= p.sum()
+            H.append(-sum(pk * math.log(pk) for pk in p if pk > 0))
+        return -np.mean(H)
+    raise AssertionError(variant)
+
+
+def ref_loss(z, variant, **settings):
+    return np.mean([ref_sequence(x, variant, **settings) for x in z.double().numpy()])
+
+
+def edge_cases():
+    g = torch.Generator().manual_seed(1)
+    v = torch.randn(6, generator=g)
+    w = torch.randn(6, generator=g)
+    return {
+        "random": torch.randn(3, 7, 6, generator=g),
+        "zero_vectors": torch.cat([torch.zeros(2, 3, 6), torch.randn(2, 3, 6, generator=g)], dim=1),
+        "all_zero": torch.zeros(2, 4, 6),
+        "identical": v.expand(2, 5, 6).clone(),
+        "antipodal": torch.stack([v, -v, w, -w]).unsqueeze(0),
+        "T2": torch.randn(4, 2, 6, generator=g),
+    }
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("case", list(edge_cases()))
+def test_matches_reference_value_and_has_finite_gradient(variant, case):
+    z = edge_cases()[case].requires_grad_()
+    loss = dispersion_loss(z, variant, max_tokens=None, **SETTINGS)
+    loss.backward()
+    assert loss.dtype == torch.float32 and loss.dim() == 0
+    assert loss.item() == pytest.approx(ref_loss(z.detach(), variant, **SETTINGS), abs=2e-5)
+    assert torch.isfinite(z.grad).all()
+
+
+def test_anchor_values():
+    orthogonal_tokens = torch.eye(8).unsqueeze(0) * torch.tensor([1.0, 3.0]).view(2, 1, 1)  # (2, 8, 8)
+    assert dispersion_loss(orthogonal_tokens, max_tokens=None).item() == pytest.approx(-0.5, abs=1e-6)
+    condensed = torch.randn(8).expand(3, 10, 8) * torch.rand(3, 10, 1).add(0.5)  # one direction, any length
+    for clamp in (0.1, 0.3):
+        expected = -math.acos(1 - clamp) / math.pi
+        assert dispersion_loss(condensed, clamp=clamp).item() == pytest.approx(expected, abs=1e-6)
+    assert -math.acos(0.9) / math.pi == pytest.approx(-0.144, abs=1e-3)
+
+
+def test_stacked_layers_in_one_call_give_the_mean_over_layers():
+    """train.py stacks L layers of B sequences into one batch of L*B: the result is the mean of the per-layer
+    losses, and the gradient reaches every layer."""
+    g = torch.Generator().manual_seed(2)
+    hidden = [torch.randn(3, 10, 6, generator=g, requires_grad=True) for _ in range(4)]  # 4 layers of (B, T, C)
+    layers = [1, 2, 3]
+    for variant in VARIANTS:
+        stacked = dispersion_loss(torch.stack([hidden[l] for l in layers]).flatten(0, 1), variant, max_tokens=None)
+        per_layer = torch.stack([dispersion_loss(hidden[l], variant, max_tokens=None) for l in layers]).mean()
+        assert torch.allclose(stacked, per_layer, rtol=1e-6, atol=1e-7)
+    stacked.backward()
+    assert hidden[0].grad is None and all(hidden[l].grad.abs().sum() > 0 for l in layers)
+
+
+# -----------------------------------------------------------------------------
+# gradients
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_gradcheck_float64(variant):
+    z = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    u = torch.nn.functional.normalize(z, dim=-1)
+    c = (u @ u.transpose(1, 2))[:, ~torch.eye(5, dtype=torch.bool)]
+    assert c.abs().max() < 0.85  # inside the clamp band 0.1, away from its edge
+    assert ((torch.arccos(c) / math.pi - SETTINGS["margin"]).abs() > 1e-3).all()  # away from the hinge's kink
+    z.requires_grad_()
+    assert dispersion_loss(z, variant, max_tokens=None, **SETTINGS).dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda x: dispersion_loss(x, variant, max_tokens=None, **SETTINGS), (z,))
+
+
+@pytest.mark.parametrize("theta", [1.0, 0.3, 0.01])  # cos(1.0) = 0.54 is inside the band; 0.3 and 0.01 beyond
+def test_straight_through_gradient_is_the_slope_at_the_band_edge(theta):
+    """Two unit tokens at angle theta in 2-D: loss = -a/tau, with a = arccos(c*)/pi and c* = min(cos theta, 1 - clamp).
+    d loss / d c = 1 / (pi tau sqrt(1 - c*^2)): the slope at c*, which is the band's edge for pairs beyond it;
+    d c / d z2 = u1 - c u2 = sin(theta) (sin(theta), -cos(theta)) for ||z2|| = 1, with the unclamped c."""
+    tau, clamp = 0.7, 0.1
+    z = torch.tensor([[[1.0, 0.0], [math.cos(theta), math.sin(theta)]]], dtype=torch.float64, requires_grad=True)
+    loss = dispersion_loss(z, "angular", tau=tau, clamp=clamp)
+    loss.backward()
+    c_star = min(math.cos(theta), 1 - clamp)
+    assert loss.item() == pytest.approx(-math.acos(c_star) / math.pi / tau)
+    slope = 1 / (math.pi * tau * math.sqrt(1 - c_star ** 2))
+    expected = slope * math.sin(theta) * torch.tensor([math.sin(theta), -math.cos(theta)], dtype=torch.float64)
+    assert torch.allclose(z.grad[0, 1], expected, rtol=1e-9, atol=1e-15)
+    assert torch.isfinite(z.grad).all() and z.grad[0, 1].abs().max() > 0
+    # d c / d z1 = u2 - c u1 = (0, sin(theta)) for ||z1|| = 1
+    assert torch.allclose(z.grad[0, 0], slope * math.sin(theta) * torch.tensor([0.0, 1.0], dtype=torch.float64))
+
+
+# -----------------------------------------------------------------------------
+# invariances
+
+def random_rotation(C, seed):
+    q, r = torch.linalg.qr(torch.randn(C, C, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    return q * torch.sign(torch.diagonal(r))  # (C, C) orthogonal
+
+
+def same(z1, z2, variant):
+    a = dispersion_loss(z1, variant, max_tokens=None, **SETTINGS)
+    b = dispersion_loss(z2, variant, max_tokens=None, **SETTINGS)
+    return torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_invariances(variant):
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(3, 9, 6, generator=g, dtype=torch.float64)  # (B, T, C)
+    rotated = z @ random_rotation(6, 4)
+    rescaled = z * torch.rand(3, 9, 1, generator=g, dtype=torch.float64).add(0.2) * 5  # positive, per token
+    shifted = z + torch.randn(3, 9, 1, generator=g, dtype=torch.float64)  # per-token constant on all channels
+    translated = z + torch.randn(3, 1, 6, generator=g, dtype=torch.float64)  # one vector added to every token
+    permuted = z[..., torch.randperm(6, generator=g)]
+    if variant in ("angular", "cosine", "orthogonal"):
+        assert same(z, rotated, variant) and same(z, rescaled, variant)
+    if variant in ("l2_repel", "entropy"):
+        assert same(z, rotated, variant)
+    if variant == "entropy":
+        assert same(z, translated, variant)
+    if variant == "decorrelation":
+        assert same(z, rescaled, variant) and same(z, shifted, variant) and same(z, permuted, variant)
+        assert same(z, -z, variant)
+        assert not same(z, rotated, variant)  # centring over channels is not rotation invariant
+
+
+# -----------------------------------------------------------------------------
+# subsampling
+
+def test_subsampling_is_reproducible_and_shares_positions_across_the_batch():
+    z = torch.randn(4, 40, 8, generator=torch.Generator().manual_seed(5))
+    a = dispersion_loss(z, max_tokens=12, generator=torch.Generator().manual_seed(7))
+    b = dispersion_loss(z, max_tokens=12, generator=torch.Generator().manual_seed(7))
+    c = dispersion_loss(z, max_tokens=12, generator=torch.Generator().manual_seed(8))
+    assert a.item() == b.item() and a.item() != c.item()
+    keep = torch.randperm(40, generator=torch.Generator().manual_seed(7))[:12]
+    assert torch.allclose(a, dispersion_loss(z[:, keep], max_tokens=None), rtol=1e-6, atol=1e-7)
+
+
+def test_max_tokens_at_least_T_is_exact_and_draws_nothing():
+    z = torch.randn(2, 20, 8, generator=torch.Generator().manual_seed(6))
+    exact = dispersion_loss(z, max_tokens=None)
+    g = torch.Generator().manual_seed(0)
+    state = g.get_state()
+    for m in (20, 21, 1000):
+        assert dispersion_loss(z, max_tokens=m, generator=g).item() == exact.item()
+    assert torch.equal(g.get_state(), state)
+
+
+@pytest.mark.parametrize("variant, log_mean_exp", [("orthogonal", False), ("decorrelation", False),
+                                                   ("angular", True), ("cosine", True)])
+def test_subsampled_loss_averages_to_the_full_loss(variant, log_mean_exp):
+    """Pair means (orthogonal, decorrelation) are unbiased under a uniform subset of tokens. log-mean-exp
+    (angular, cosine) is the log of an unbiased mean, so it is low by about var/2 (Jensen, delta method),
+    which the tolerance allows for. l2_repel and entropy are not tested: their value depends on how many
+    neighbours there are (nearest pairs dominate; entropy of a softmax over m-1 tokens)."""
+    z = torch.randn(2, 64, 8, generator=torch.Generator().manual_seed(9))
+    full = dispersion_loss(z, variant, max_tokens=None).item()
+    g = torch.Generator().manual_seed(10)
+    draws = torch.stack([dispersion_loss(z, variant, max_tokens=16, generator=g) for _ in range(300)])
+    stderr = draws.std().item() / math.sqrt(len(draws))
+    jensen = draws.var().item() / 2 if log_mean_exp else 0.0
+    assert draws.std() > 0
+    assert abs(draws.mean().item() - full) < 4 * stderr + jensen
+
+
+# -----------------------------------------------------------------------------
+# precision
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_bf16_autocast_input_computes_in_fp32(variant):
+    z = torch.randn(3, 16, 32, generator=torch.Generator().manual_seed(11))
+    z16 = z.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = dispersion_loss(z16, variant, max_tokens=None)
+    assert under.dtype == torch.float32
+    # autocast is off inside: same as the fp32 computation on the same (bf16-rounded) numbers
+    assert torch.allclose(under, dispersion_loss(z16.float(), variant, max_tokens=None), rtol=1e-5, atol=1e-6)
+    # and close to the fp32 input: only the input rounding (bf16 has 8 bits of mantissa) differs
+    assert torch.allclose(under, dispersion_loss(z, variant, max_tokens=None), rtol=2e-2, atol=2e-3)
+
+
+# -----------------------------------------------------------------------------
+# errors
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(variant="angle"), ["angle", "angular", "cosine", "l2_repel", "orthogonal", "decorrelation", "entropy"]),
+    (dict(z=torch.randn(4, 8)), ["(B, T, C)", "(4, 8)"]),
+    (dict(z=torch.randn(2, 1, 8)), ["2 tokens", "T = 1"]),
+    (dict(tau=0.0), ["tau", "> 0"]),
+    (dict(tau=-1.0), ["tau"]),
+    (dict(clamp=1.0), ["clamp", "[0, 1)"]),
+    (dict(clamp=-0.1), ["clamp", "[0, 1)"]),
+    (dict(margin=-0.5), ["margin", ">= 0"]),
+    (dict(norm_weight=-1.0), ["norm_weight", ">= 0"]),
+    (dict(max_tokens=1), ["max_tokens", "None or >= 2"]),
+])
+def test_bad_inputs_raise_helpful_errors(kwargs, words):
+    args = dict(z=torch.randn(2, 8, 4), variant="angular") | kwargs
+    with pytest.raises(ValueError) as err:
+        dispersion_loss(args.pop("z"), args.pop("variant"), **args)
+    for word in words:
+        assert word in str(err.value)
+
+
+# -----------------------------------------------------------------------------
+# layer selection
+
+def test_select_layers_named_and_explicit():
+    assert select_layers("all", 4) == [1, 2, 3, 4]
+    assert select_layers("last", 4) == [4]
+    assert select_layers("early_half", 5) == [1, 2]
+    assert select_layers("late_half", 5) == [3, 4, 5]
+    assert select_layers("early_half", 4) + select_layers("late_half", 4) == select_layers("all", 4)
+    assert select_layers("late_half", 1) == [1]
+    assert select_layers([3, 1], 4) == [1, 3]
+    assert select_layers((2,), 4) == [2]
+    assert select_layers("1,3, 4", 4) == [1, 3, 4]
+    assert select_layers("[2,3]", 4) == [2, 3]
+    assert select_layers("2", 4) == [2]
+
+
+@pytest.mark.parametrize("spec, n_layer, words", [
+    ([0, 1], 4, ["[0]", "1..4"]),
+    ("1,5", 4, ["[5]", "1..4"]),
+    ([], 4, ["no layer", "1..4"]),
+    ("", 4, ["no layer"]),
+    ("early_half", 1, ["no layer", "1..1"]),
+    ("first", 4, ["first", "1..4", "all", "late_half"]),
+    ("1,x", 4, ["1,x", "1,3,5"]),
+    ([1, 1], 4, ["repeat"]),
+    ([1.0, 2], 4, ["list of ints"]),
+    ([True], 4, ["list of ints"]),
+    (3, 4, ["list of ints"]),
+])
+def test_select_layers_rejects_bad_specs(spec, n_layer, words):
+    with pytest.raises(ValueError) as err:
+        select_layers(spec, n_layer)
+    for word in words:
+        assert word in str(err.value)
+
+
+# -----------------------------------------------------------------------------
+# compile (the one slow test, ~10-20 s on CPU)
+
+def test_compiles_without_graph_breaks_and_matches_eager():
+    """fullgraph=True fails on any graph break. Subsampling is active (max_tokens < T); fallback_random makes
+    the compiled randperm draw from the global RNG exactly as eager does, so values and gradients can match."""
+    z = torch.randn(3, 24, 8, generator=torch.Generator().manual_seed(12), requires_grad=True)
+    with torch._inductor.config.patch(fallback_random=True):
+        compiled = torch.compile(dispersion_loss, fullgraph=True)
+        torch.manual_seed(1)
+        loss = compiled(z, "angular", max_tokens=10)
+        loss.backward()
+    grad, z.grad = z.grad, None
+    torch.manual_seed(1)
+    expected = dispersion_loss(z, "angular", max_tokens=10)
+    expected.backward()
+    assert torch.allclose(loss, expected, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(grad, z.grad, rtol=1e-5, atol=1e-7)
