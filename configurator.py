@@ -16,6 +16,7 @@ float takes an int, a setting whose default is None takes any value.
 
 import ast
 import difflib
+import traceback
 import types
 
 
@@ -42,7 +43,8 @@ def check_type(key, value, default):
             return type(default)(value)
     elif isinstance(value, type(default)):
         return value
-    kinds = {bool: "True or False", int: "a whole number", float: "a number", str: "text", list: "a list"}
+    kinds = {bool: "True or False", int: "a whole number", float: "a number", str: "text", list: "a list",
+             tuple: "a list"}
     raise ConfigError(f"setting '{key}' must be {kinds.get(type(default), type(default).__name__)} "
                       f"like its default {default!r}, got {value!r}.")
 
@@ -78,13 +80,20 @@ def configure(defaults, args):
             try:
                 with open(arg) as f:
                     source = f.read()
-            except OSError:
-                raise ConfigError(f"config file '{arg}' cannot be read; give a path such as config/tiny_base.py.")
+            except (OSError, UnicodeDecodeError):  # missing, a folder, not text, ...
+                raise ConfigError(f"config file '{arg}' cannot be read; "
+                                  "give a path such as config/tiny_base.py.") from None
             scope = dict(config)
-            exec(compile(source, arg, "exec"), scope)  # one namespace, so functions and comprehensions work
+            try:
+                exec(compile(source, arg, "exec"), scope)  # one namespace, so functions and comprehensions work
+            except Exception as e:  # a syntax error, an undefined name on a right-hand side, ...
+                lines = [n for frame, n in traceback.walk_tb(e.__traceback__) if frame.f_code.co_filename == arg]
+                line = e.lineno if isinstance(e, SyntaxError) else lines[-1] if lines else "?"
+                raise ConfigError(f"config file {arg} fails at line {line} ({type(e).__name__}: {e}); "
+                                  "fix it.") from None
             for key, value in scope.items():
-                if key.startswith("_") or isinstance(value, types.ModuleType):
-                    continue  # private names and `import math` are the file's own business
+                if key.startswith("_") or isinstance(value, types.ModuleType) or callable(value):
+                    continue  # private names, `import math` and helper functions are the file's own business
                 if key not in defaults:
                     raise unknown_key(key, defaults, f"config file {arg}")
                 config[key] = check_type(key, value, defaults[key])

@@ -164,13 +164,14 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # (B, T, vocab)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            # reshape, not view: targets may be a slice such as tokens[:, 1:]
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         if return_hidden:
             return logits, loss, hidden
         return logits, loss
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW; weight decay on matrices (2-D and up) only, never on biases, LayerNorm gains or nothing else."""
+        """AdamW; weight decay on matrices (2-D and up) only, never on biases or LayerNorm gains."""
         params = [p for p in self.parameters() if p.requires_grad]
         groups = [
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
@@ -207,6 +208,9 @@ class GPT(nn.Module):
             raise ValueError(f"only GPT-2's tanh GELU is supported, this model uses {c.activation_function}.")
         if abs(c.layer_norm_epsilon - 1e-5) > 1e-12:
             raise ValueError(f"only layer_norm_epsilon=1e-5 is supported, this model uses {c.layer_norm_epsilon}.")
+        if not getattr(c, "tie_word_embeddings", True):  # ours ties them: copying both would keep only one
+            raise ValueError("only GPT-2 models with tied input and output embeddings are supported, "
+                             "this one unties them.")
         config = GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer,
                            n_head=c.n_head, n_embd=c.n_embd, mlp_dim=c.n_inner or 4 * c.n_embd, bias=True)
         model = cls(config)
@@ -255,11 +259,13 @@ def model_from_checkpoint(ckpt):
 # torch.cuda.get_device_name(). An unknown device gets no MFU rather than a wrong one.
 PEAK_FLOPS = {
     "H200": 989e12,
-    "H100": 989e12,  # SXM; the PCIe card is 756e12, matched first below
+    "H100": 989e12,  # SXM; the PCIe and NVL cards are matched first below
     "H100 PCIe": 756e12,
+    "H100 NVL": 835e12,
     "A100": 312e12,
     "L4": 121e12,
     "L40S": 362e12,
+    "L40": 181e12,  # without the S; listed so that it is not read as an L4
     "RTX 4090": 165e12,
     "RTX 3090": 71e12,
     "V100": 125e12,  # fp16 tensor cores, V100 has no bf16

@@ -41,6 +41,7 @@ init_from = "scratch"  # 'scratch', 'resume' (from out_dir/ckpt.pt) or a GPT-2 n
 seed = 1337  # seeds the model, the batches and the fixed evaluation batches
 # data
 dataset = "shakespeare_char"  # a folder under data/ holding train.bin, val.bin and meta.json
+data_dir = ""  # the data set's folder if it is not data/<dataset>, e.g. one made elsewhere by data/prepare_text.py
 gradient_accumulation_steps = 1  # global count of micro-batches per step, divided among processes
 batch_size = 32  # sequences per micro-batch, per process
 block_size = 256  # tokens per sequence
@@ -102,9 +103,9 @@ if ddp:
 else:
     rank, local_rank, world_size = 0, 0, 1
 master = rank == 0  # the process that logs and writes checkpoints
-if gradient_accumulation_steps % world_size != 0:
-    sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the "
-             f"{world_size} processes; set it to a multiple of {world_size}.")
+if gradient_accumulation_steps < 1 or gradient_accumulation_steps % world_size != 0:
+    sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} must be a positive multiple of "
+             f"the {world_size} process(es); set it to a multiple of {world_size}.")
 local_accum = gradient_accumulation_steps // world_size  # micro-batches this process runs per step
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 if not dtype:
@@ -122,12 +123,20 @@ if device_type == "cuda":
     torch.backends.cudnn.allow_tf32 = True
 
 # data: the default data sets prepare themselves on first use
-data_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", dataset)
-if not os.path.exists(os.path.join(data_dir, "val.bin")):
+if data_dir and not os.path.exists(os.path.join(data_dir, "meta.json")):
+    sys.exit(f"error: data_dir {data_dir} holds no prepared data set (meta.json, train.bin, val.bin); "
+             "prepare it with data/prepare_text.py or fix the path.")
+data_dir = data_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", dataset)
+if not os.path.exists(os.path.join(data_dir, "meta.json")):  # written last: a folder with it is complete
     from data.common import prepare_default
-    if master and not prepare_default(dataset):
-        sys.exit(f"error: data set '{dataset}' is not prepared: run python data/prepare_text.py "
-                 f"--name={dataset} YOUR_FILES.txt (or pick dataset=shakespeare_char).")
+    if master:
+        try:
+            prepared = prepare_default(dataset)
+        except (RuntimeError, ValueError) as e:  # no network, a bad download, ...
+            sys.exit(f"error: cannot prepare data set '{dataset}': {e}")
+        if not prepared:
+            sys.exit(f"error: data set '{dataset}' is not prepared: run python data/prepare_text.py "
+                     f"--name={dataset} YOUR_FILES.txt (or pick dataset=shakespeare_char).")
     if ddp:
         torch.distributed.barrier()
 with open(os.path.join(data_dir, "meta.json")) as f:
@@ -174,21 +183,32 @@ if init_from == "scratch":
     model = GPT(GPTConfig(**model_args))
 elif init_from == "resume":
     ckpt = load_checkpoint(ckpt_path, device)
-    for k in ("block_size", "n_layer", "n_head", "n_embd", "bias", "vocab_size"):
-        if ckpt["model_args"][k] != model_args[k]:
-            sys.exit(f"error: {ckpt_path} was trained with {k}={ckpt['model_args'][k]}, but the settings say "
-                     f"{model_args[k]}; resume with the run's own config or pick another --out_dir.")
-    model = GPT(GPTConfig(**ckpt["model_args"]))
+    # The settings must be the run's own (a resume without its config file would change the run); the shape
+    # then comes from the checkpoint, which after init_from=gpt2 is GPT-2's, and dropout and noise from the settings.
+    saved = ckpt.get("config", {})
+    for k in ("n_layer", "n_head", "n_embd", "mlp_dim", "bias", "block_size"):
+        if saved.get(k) != config[k]:
+            sys.exit(f"error: {ckpt_path} was trained with {k}={saved.get(k)}, but the settings say {config[k]}; "
+                     "resume with the run's own config or pick another --out_dir.")
+    if ckpt["model_args"]["vocab_size"] < meta["vocab_size"]:
+        sys.exit(f"error: {ckpt_path} has a vocabulary of {ckpt['model_args']['vocab_size']} tokens but data set "
+                 f"'{dataset}' has {meta['vocab_size']}; resume on the run's own data set.")
+    model_args = {**ckpt["model_args"], "dropout": dropout, "embed_noise_alpha": embed_noise_alpha}
+    model = GPT(GPTConfig(**model_args))
     model.load_state_dict(ckpt["model"])
     iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
 elif init_from.startswith("gpt2"):
-    model = GPT.from_pretrained(init_from)
+    pretrained = GPT.from_pretrained(init_from)
+    if block_size > pretrained.config.block_size:
+        sys.exit(f"error: block_size={block_size} is longer than {init_from}'s {pretrained.config.block_size}; "
+                 f"set block_size to {pretrained.config.block_size} or less.")
     for k in ("n_layer", "n_head", "n_embd", "mlp_dim", "vocab_size", "bias"):
-        model_args[k] = getattr(model.config, k)
-    model.config.dropout = model_args["dropout"] = dropout
-    model.config.embed_noise_alpha = embed_noise_alpha
-    if block_size > model.config.block_size:
-        sys.exit(f"error: block_size={block_size} is longer than {init_from}'s {model.config.block_size}.")
+        model_args[k] = getattr(pretrained.config, k)
+    model = GPT(GPTConfig(**model_args))  # GPT-2's shape with our block_size, dropout and embed noise
+    weights = pretrained.state_dict()
+    weights["transformer.wpe.weight"] = weights["transformer.wpe.weight"][:block_size]  # the first block_size positions
+    model.load_state_dict(weights)
+    pretrained = weights = None  # free the memory
 else:
     sys.exit(f"error: init_from must be 'scratch', 'resume' or a GPT-2 name like 'gpt2', not '{init_from}'.")
 model.to(device)
@@ -199,10 +219,12 @@ optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta
 if ckpt is not None:
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
-    torch.set_rng_state(ckpt["rng"]["torch"][rank] if rank < len(ckpt["rng"]["torch"]) else torch.get_rng_state())
-    batch_gen.set_state(ckpt["rng"]["batch"])
-    if device_type == "cuda" and ckpt["rng"].get("cuda") is not None:
-        torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+    rng = ckpt["rng"]
+    if rank < len(rng["torch"]):  # a process the saved run did not have keeps its own seed
+        torch.set_rng_state(rng["torch"][rank])
+        if device_type == "cuda" and rng["cuda"] is not None:
+            torch.cuda.set_rng_state(rng["cuda"][rank])
+    batch_gen.set_state(rng["batch"])
 ckpt = None  # free the memory
 
 raw_model = model  # the plain module: what gets evaluated, measured and saved (no _orig_mod. prefix)
@@ -267,16 +289,17 @@ def condensation_summary(m):
 def save_checkpoint(batch_state):
     """Everything a resume needs, as tensors and plain values only (loads with weights_only=True).
     Written to a temporary file and then renamed, so a crash never leaves a half-written ckpt.pt."""
-    torch_states = [torch.get_rng_state()]
-    if ddp:  # each process has its own dropout / noise stream
-        torch_states = [None] * world_size
-        torch.distributed.all_gather_object(torch_states, torch.get_rng_state())
+    here = (torch.get_rng_state(), torch.cuda.get_rng_state() if device_type == "cuda" else None)
+    states = [here]
+    if ddp:  # each process has its own dropout / noise streams, on the CPU and on its GPU
+        states = [None] * world_size
+        torch.distributed.all_gather_object(states, here)
     if not master:
         return
     ckpt = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss, "config": config,
-            "rng": {"torch": torch_states, "batch": batch_state,
-                    "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}}
+            "rng": {"torch": [cpu for cpu, _ in states], "batch": batch_state,
+                    "cuda": [gpu for _, gpu in states] if device_type == "cuda" else None}}
     tmp = ckpt_path + ".tmp"
     torch.save(ckpt, tmp)
     os.replace(tmp, ckpt_path)
@@ -296,8 +319,11 @@ def forget_embedding():
     optimizer.state.pop(wte, None)
 
 
+config.update(dtype=dtype, compile=compile)  # as resolved here, so config.json says what ran
 if master:
     os.makedirs(out_dir, exist_ok=True)
+    if init_from != "resume":  # a new run: drop the lines of an earlier one that died before its first checkpoint
+        open(os.path.join(out_dir, "metrics.jsonl"), "w").close()
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     print(json.dumps(config, indent=2))
@@ -311,17 +337,22 @@ if master and device_type == "cuda" and peak is None:
 
 
 def stop_if_nonfinite(bad):
-    if bad:
+    """Stop every process together if any of them saw a non-finite loss: a process that stopped alone
+    would leave the others waiting in their next collective."""
+    bad = torch.tensor(float(bad), device=device)
+    if ddp:
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    if bad.item():
         sys.exit(f"error: the loss became non-finite by iteration {iter_num}; the last good checkpoint in "
-                 f"{out_dir} is untouched. Lower learning_rate, or use dtype=float32 or bfloat16.")
+                 f"{out_dir} is untouched. Lower learning_rate, or use dtype=float32 or bfloat16." if master else 1)
 
 nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked without a device sync in the step
-start_iter, last_log_iter, t0 = iter_num, iter_num, time.time()
+start_iter, last_log_iter, t0 = iter_num, iter_num, time.perf_counter()
 while True:
     batch_state = batch_gen.get_state()  # before this step's draw: a resume from here redraws the same batch
     evaluation_due = iter_num % eval_interval == 0 or iter_num == max_iters
     if evaluation_due and not (init_from == "resume" and iter_num == start_iter):  # a resume starts past its eval
-        t_eval = time.time()
+        t_eval = time.perf_counter()
         metrics = evaluate()
         stop_if_nonfinite(nonfinite.item() or not math.isfinite(metrics["train_loss"] + metrics["val_loss"]))
         if master:
@@ -332,7 +363,7 @@ while True:
             best_val_loss = min(best_val_loss, metrics["val_loss"])
             if iter_num > 0:
                 save_checkpoint(batch_state)
-        t0 += time.time() - t_eval  # the step timings leave evaluation out
+        t0 += time.perf_counter() - t_eval  # the step timings leave evaluation out
     if iter_num >= max_iters:
         break
     if forget_every and iter_num > 0 and iter_num % forget_every == 0:
@@ -344,7 +375,7 @@ while True:
     offsets = torch.randint(split_length("train") - block_size, (gradient_accumulation_steps, batch_size),
                             generator=batch_gen)[rank * local_accum:(rank + 1) * local_accum]
     x, y = load_batch("train", offsets[0])
-    ce_sum, disp_sum = 0.0, 0.0
+    ce_sum, disp_sum = 0.0, 0.0  # tensors after the first micro-batch
     for micro in range(local_accum):
         if ddp:  # average gradients across processes only on the last micro-batch
             model.require_backward_grad_sync = micro == local_accum - 1
@@ -364,16 +395,20 @@ while True:
 
     if iter_num % log_interval == 0:  # the only place the step waits for the device
         stop_if_nonfinite(nonfinite.item())
+        losses = torch.stack([ce_sum, disp_sum]).float() / local_accum  # this process's micro-batch mean
+        if ddp:  # the mean over all processes: the loss of the whole global batch, not rank 0's share
+            torch.distributed.all_reduce(losses)
+            losses /= world_size
+        ce_val, disp_val = losses.tolist()
     if iter_num % log_interval == 0 and master:
-        ms = 1000 * (time.time() - t0) / (iter_num + 1 - last_log_iter)  # mean over the steps since the last line
-        ce_val, disp_val = ce_sum.item() / local_accum, float(disp_sum) / local_accum
+        ms = 1000 * (time.perf_counter() - t0) / (iter_num + 1 - last_log_iter)  # mean over the steps since the last
         total = ce_val + dispersion_weight * disp_val
         mfu = raw_model.flops_per_token(block_size) * tokens_per_iter / world_size / (ms / 1000) / peak if peak else None
         print(f"iter {iter_num}: loss {total:.4f} (ce {ce_val:.4f}, disp {disp_val:.4f}), lr {lr:.2e}, "
               f"{ms:.0f} ms/iter, {tokens_per_iter / (ms / 1000):,.0f} tok/s" + (f", MFU {100 * mfu:.1f}%" if mfu else ""))
         log({"iter": iter_num, "loss": total, "ce": ce_val, "dispersion": disp_val, "lr": lr, "ms": ms,
              "tokens_per_s": tokens_per_iter / (ms / 1000), "mfu": mfu})
-        last_log_iter, t0 = iter_num + 1, time.time()
+        last_log_iter, t0 = iter_num + 1, time.perf_counter()
     iter_num += 1
 
 if ddp:
