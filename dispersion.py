@@ -116,6 +116,20 @@ VARIANTS = {
 
 # -----------------------------------------------------------------------------
 
+def check_settings(variant, *, tau, clamp, margin, norm_weight, max_tokens):
+    """Raise ValueError naming the problem if a setting is meaningless; train.py calls it before training."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown dispersion variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    if not tau > 0:
+        raise ValueError(f"tau must be > 0, got {tau}")
+    if not 0 <= clamp < 1:
+        raise ValueError(f"clamp must be in [0, 1), got {clamp}")
+    if margin < 0 or norm_weight < 0:
+        raise ValueError(f"margin and norm_weight must be >= 0, got margin={margin}, norm_weight={norm_weight}")
+    if max_tokens is not None and max_tokens < 2:
+        raise ValueError(f"max_tokens must be None or >= 2, got {max_tokens}")
+
+
 def dispersion_loss(z, variant="angular", *, tau=1.0, clamp=0.1, margin=0.5, norm_weight=0.1,
                     max_tokens=256, generator=None):
     """Mean over the batch of the per-sequence dispersion loss of z (B, T, C); pairs never cross sequences.
@@ -132,20 +146,11 @@ def dispersion_loss(z, variant="angular", *, tau=1.0, clamp=0.1, margin=0.5, nor
     Extra activation memory, with m = min(T, max_tokens): B * m * C floats for the gathered fp32 copy plus about
     B * m^2 floats for each pairwise (B, m, m) matrix kept for backward (a handful per variant).
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown dispersion variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    check_settings(variant, tau=tau, clamp=clamp, margin=margin, norm_weight=norm_weight, max_tokens=max_tokens)
     if z.dim() != 3:
         raise ValueError(f"dispersion_loss expects hidden states of shape (B, T, C), got shape {tuple(z.shape)}")
     if z.size(1) < 2:
         raise ValueError(f"dispersion_loss needs at least 2 tokens per sequence to form pairs, got T = {z.size(1)}")
-    if not tau > 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
-    if not 0 <= clamp < 1:
-        raise ValueError(f"clamp must be in [0, 1), got {clamp}")
-    if margin < 0 or norm_weight < 0:
-        raise ValueError(f"margin and norm_weight must be >= 0, got margin={margin}, norm_weight={norm_weight}")
-    if max_tokens is not None and max_tokens < 2:
-        raise ValueError(f"max_tokens must be None or >= 2, got {max_tokens}")
     if generator is not None and torch.compiler.is_compiling():
         raise ValueError("a torch.Generator cannot be traced by torch.compile; pass generator=None (global RNG)")
 

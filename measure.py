@@ -257,11 +257,13 @@ def val_windows(data_dir, n, length, seed):
 
 
 def text_windows(text, encode, n, length):
-    """Up to n consecutive windows of length tokens from the start of text; a shorter last window counts too."""
+    """Up to n consecutive windows of length tokens from the start of text; a shorter last window counts too
+    if it holds a pair of tokens."""
     if not text:
         raise ValueError("the text is empty; give a text file with something in it.")
     ids = encode(text)
-    return [torch.tensor(ids[i:i + length], dtype=torch.long) for i in range(0, len(ids), length)][:n]
+    windows = [torch.tensor(ids[i:i + length], dtype=torch.long) for i in range(0, len(ids), length)]
+    return [w for w in windows if len(w) >= 2][:n]
 
 
 # -----------------------------------------------------------------------------
@@ -301,11 +303,12 @@ MEASURE_SETTINGS = dict(
 )
 
 
-def data_meta(s, dataset):
-    """(folder, meta.json) of the data set: --data_dir, or data/<dataset>, where the default data sets
-    prepare themselves on first use, as in train.py."""
-    folder = s.data_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", dataset)
-    if not s.data_dir and not os.path.exists(os.path.join(folder, "meta.json")):
+def data_meta(s, dataset, run_data_dir=""):
+    """(folder, meta.json) of the data set: --data_dir, else the run's own data_dir, else data/<dataset>,
+    where the default data sets prepare themselves on first use, as in train.py."""
+    given = s.data_dir or run_data_dir
+    folder = given or os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", dataset)
+    if not given and not os.path.exists(os.path.join(folder, "meta.json")):
         from data.common import prepare_default
         prepare_default(dataset)  # does nothing (returns False) for a name that is not a default data set
     if not os.path.exists(os.path.join(folder, "meta.json")):
@@ -316,14 +319,14 @@ def data_meta(s, dataset):
 
 
 def load_entry(entry, s):
-    """(model, name, data set) for 'init', 'hf:NAME' or a checkpoint (its file or its out_dir)."""
+    """(model, name, data set, the run's data_dir or "") for 'init', 'hf:NAME' or a checkpoint (file or out_dir)."""
     if entry == "init":
         meta = data_meta(s, s.dataset)[1]
         torch.manual_seed(s.seed)
         vocab_size = 64 * math.ceil(meta["vocab_size"] / 64)  # padded as train.py does
         model = GPT(GPTConfig(block_size=s.block_size, vocab_size=vocab_size, n_layer=s.n_layer, n_head=s.n_head,
                               n_embd=s.n_embd, mlp_dim=s.mlp_dim, bias=s.bias))
-        return model, "init", s.dataset
+        return model, "init", s.dataset, ""
     if entry.startswith("hf:"):
         try:
             from transformers import AutoModelForCausalLM
@@ -334,17 +337,18 @@ def load_entry(entry, s):
         except OSError as e:  # unknown name, no internet and no cached copy, a folder without weights
             raise ValueError(f"cannot load Hugging Face model {entry[3:]} ({type(e).__name__}); check the name, "
                              "or download it once while online.") from None
-        return model, os.path.basename(entry[3:].rstrip("/")), s.dataset
+        return model, os.path.basename(entry[3:].rstrip("/")), s.dataset, ""
     path = os.path.join(entry, "ckpt.pt") if os.path.isdir(entry) else entry
     ckpt = load_checkpoint(path)  # exits with one sentence if it is missing or unreadable
     name = os.path.basename(os.path.dirname(os.path.abspath(path)))
-    return model_from_checkpoint(ckpt), name, ckpt.get("config", {}).get("dataset", s.dataset)
+    run = ckpt.get("config", {})
+    return model_from_checkpoint(ckpt), name, run.get("dataset", s.dataset), run.get("data_dir", "")
 
 
 def measure_entry(entry, s, device):
     """Load one model, make its sequences (windows of val.bin, of a text file, or strings) and measure it.
     A Hugging Face model reads GPT-2 tokens; ours read the tokens of their data set."""
-    model, name, dataset = load_entry(entry, s)
+    model, name, dataset, run_data_dir = load_entry(entry, s)
     hf = entry.startswith("hf:")
     length = s.seq_len or min(model_limits(model)[0], 512)
     if s.text_file or s.texts:
@@ -353,7 +357,7 @@ def measure_entry(entry, s, device):
             encode = gpt2_encoding().encode_ordinary
         else:
             from data.common import load_tokenizer
-            encode = load_tokenizer(data_meta(s, dataset)[0])[0]
+            encode = load_tokenizer(data_meta(s, dataset, run_data_dir)[0])[0]
         if s.texts:
             texts = [s.texts] if isinstance(s.texts, str) else s.texts  # --texts=word is one string
             sequences = [torch.tensor(encode(text), dtype=torch.long) for text in texts]
@@ -363,7 +367,7 @@ def measure_entry(entry, s, device):
             with open(s.text_file) as f:
                 sequences = text_windows(f.read(), encode, s.num_sequences, length)
     else:
-        folder, meta = data_meta(s, dataset)
+        folder, meta = data_meta(s, dataset, run_data_dir)
         tokenizer = meta["tokenizer"]
         if hf and tokenizer != "gpt2":
             raise ValueError(f"{name} reads GPT-2 tokens but {folder} holds '{tokenizer}' tokens; "

@@ -19,8 +19,9 @@ Usage:
 """
 
 import inspect
-import os
 import math
+import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -187,12 +188,13 @@ class GPT(nn.Module):
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * T
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Extend idx (B, T) by max_new_tokens tokens, sampling each from the model's distribution."""
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, vocab_size=None):
+        """Extend idx (B, T) by max_new_tokens tokens, sampling each from the model's distribution.
+        vocab_size: sample only ids below it (the embedding is padded past the tokenizer's last id)."""
         for _ in range(max_new_tokens):
             idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
             logits, _ = self(idx_cond)
-            logits = logits[:, -1, :] / max(temperature, 1e-8)  # (B, vocab)
+            logits = logits[:, -1, :vocab_size] / max(temperature, 1e-8)  # (B, vocab)
             if top_k is not None:
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
                 logits[logits < v[:, [-1]]] = -float("inf")
@@ -233,6 +235,21 @@ class GPT(nn.Module):
         except ImportError:
             raise SystemExit("Loading Hugging Face GPT-2 needs transformers: pip install transformers") from None
         return cls.from_hf(GPT2LMHeadModel.from_pretrained(name))
+
+
+def pick_device(device="", dtype=""):
+    """(device, device_type, dtype, autocast context) from the settings; empty means automatic:
+    cuda, then mps, then cpu; bfloat16 where the GPU supports it, else float32."""
+    if not device:
+        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    device_type = "cuda" if device.startswith("cuda") else device
+    if not dtype:
+        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be float32, bfloat16 or float16, not '{dtype}'.")
+    autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=dtypes[dtype])
+    return device, device_type, dtype, autocast
 
 
 def load_checkpoint(path, device="cpu"):

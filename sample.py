@@ -6,15 +6,15 @@ Sample text from a trained checkpoint, or from Hugging Face GPT-2.
     python sample.py --init_from=gpt2 --start="The meaning of life is"   # online, with transformers
 """
 
+import json
 import os
 import sys
-from contextlib import nullcontext
 
 import torch
 
 from configurator import ConfigError, configure
 from data.common import gpt2_encoding, load_tokenizer
-from model import GPT, load_checkpoint, model_from_checkpoint
+from model import GPT, load_checkpoint, model_from_checkpoint, pick_device
 
 # -----------------------------------------------------------------------------
 out_dir = "out"  # the run whose out_dir/ckpt.pt is sampled (init_from='resume')
@@ -31,27 +31,25 @@ dtype = ""  # empty picks bfloat16 on a GPU that has it, else float32
 defaults = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 try:
     globals().update(configure(defaults, sys.argv[1:]))
-except ConfigError as e:
+    device, device_type, dtype, autocast = pick_device(device, dtype)
+except (ConfigError, ValueError) as e:
     sys.exit(f"error: {e}")
-
-device = device or ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu")
-device_type = "cuda" if device.startswith("cuda") else device
-dtype = dtype or ("bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32")
-ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
 torch.manual_seed(seed)
 
 if init_from == "resume":
-    ckpt = load_checkpoint(os.path.join(out_dir, "ckpt.pt"), device)
+    ckpt = load_checkpoint(os.path.join(out_dir, "ckpt.pt"))
     model = model_from_checkpoint(ckpt)
     dataset = ckpt["config"]["dataset"]
     data_dir = ckpt["config"].get("data_dir") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", dataset)
     try:
         encode, decode = load_tokenizer(data_dir)
+        with open(os.path.join(data_dir, "meta.json")) as f:
+            vocab_size = json.load(f)["vocab_size"]  # the model's embedding is padded past it
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
 elif init_from.startswith("gpt2"):
     model = GPT.from_pretrained(init_from)
+    vocab_size = model.config.vocab_size
     enc = gpt2_encoding()
     encode, decode = (lambda s: enc.encode(s, allowed_special={"<|endoftext|>"})), enc.decode
 else:
@@ -74,6 +72,6 @@ x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]
 
 with torch.no_grad(), autocast:
     for _ in range(num_samples):
-        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None)
+        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None, vocab_size=vocab_size)
         print(decode(y[0].tolist()))
         print("---------------")

@@ -254,6 +254,21 @@ def test_command_measures_a_checkpoint(files):
     check_png(files / "run" / "condensation.png")
 
 
+def test_command_reads_the_data_dir_the_run_was_trained_on(files, tmp_path):
+    """A run trained with --data_dir is measured on that data without being told again."""
+    ckpt = torch.load(files / "run" / "ckpt.pt", weights_only=True)
+    ckpt["config"] = {"dataset": "not_prepared_anywhere", "data_dir": str(files / "char")}
+    (tmp_path / "run").mkdir()
+    torch.save(ckpt, tmp_path / "run" / "ckpt.pt")
+    p = run(f"--out_dir={tmp_path / 'run'}", "--num_sequences=4", "--bins=32")
+    assert p.returncode == 0, p.stderr
+    theirs = run(f"--out_dir={files / 'run'}", f"--data_dir={files / 'char'}", "--num_sequences=4", "--bins=32",
+                 f"--save={tmp_path / 'explicit'}")
+    assert theirs.returncode == 0, theirs.stderr
+    assert Result.load(tmp_path / "run" / "condensation.json").mean_cos == \
+        Result.load(tmp_path / "explicit.json").mean_cos
+
+
 def test_command_measures_a_fresh_model_from_a_train_config_file(files):
     config = files / "tiny_train.py"
     config.write_text("n_layer = 3\nn_head = 2\nn_embd = 32\nblock_size = 48\nlearning_rate = 1e-3\n"
