@@ -32,7 +32,8 @@ import shlex
 import subprocess
 import sys
 import time
-import types
+
+from configurator import ConfigError, configure
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 STUDY_DEFAULTS = dict(base=None, shared={}, runs=None, seeds=[1337], measure_init=False, measure={}, history=False)
@@ -51,15 +52,10 @@ def load_study(path):
     """The study file's settings over STUDY_DEFAULTS; stops with one sentence on a mistake in it."""
     if not os.path.isfile(path):
         fail(f"study file {path} does not exist; give one such as studies/cpu_method.py.")
-    scope = {}
-    exec(compile(open(path).read(), path, "exec"), scope)
-    study = dict(STUDY_DEFAULTS)
-    for key, value in scope.items():
-        if key.startswith("_") or isinstance(value, types.ModuleType):
-            continue
-        if key not in STUDY_DEFAULTS:
-            fail(f"{path} sets '{key}', which is not a study setting; use only {', '.join(STUDY_DEFAULTS)}.")
-        study[key] = value
+    try:
+        study = configure(STUDY_DEFAULTS, [path])  # unknown names, wrong types, errors in the file: one sentence
+    except ConfigError as e:
+        fail(e)
     if not study["base"] or not isinstance(study["runs"], dict) or not study["runs"]:
         fail(f"{path} must set base (a config file) and runs (a dict: run name -> dict of settings).")
     for name, settings in study["runs"].items():

@@ -18,7 +18,6 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -26,8 +25,8 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import ConfigError, configure
-from dispersion import dispersion_loss, select_layers
-from model import GPT, GPTConfig, load_checkpoint, peak_flops
+from dispersion import check_settings, dispersion_loss, select_layers
+from model import GPT, GPTConfig, load_checkpoint, peak_flops, pick_device
 
 # -----------------------------------------------------------------------------
 # default settings: a small character-level model on Shakespeare
@@ -49,7 +48,7 @@ block_size = 256  # tokens per sequence
 n_layer = 6
 n_head = 6
 n_embd = 384
-mlp_dim = None  # MLP hidden width; None means 4 * n_embd
+mlp_dim = 0  # MLP hidden width; 0 means 4 * n_embd (GPT-2)
 dropout = 0.0  # 0 for pre-training, 0.1+ when fine-tuning small data
 bias = False  # biases in Linear and LayerNorm layers
 # AdamW optimizer and learning-rate schedule
@@ -60,7 +59,7 @@ beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0  # clip the global gradient norm to this; 0 disables
 warmup_iters = 100  # linear warm-up steps
-lr_decay_iters = None  # cosine decay ends here; None means max_iters
+lr_decay_iters = 0  # cosine decay ends here; 0 means max_iters
 min_lr = 1e-4  # learning rate at the end of the decay, about learning_rate / 10 (Chinchilla)
 # dispersion loss (dispersion.py; ../shared/reference/condensation-and-dispersion.md section 3)
 dispersion_weight = 0.0  # total loss = cross-entropy + weight * dispersion; 0 turns it off entirely
@@ -91,9 +90,21 @@ globals().update(config)
 
 # processes, device and precision
 ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
-if not device:
-    device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-device_type = "cuda" if device.startswith("cuda") else device
+try:  # settings that would otherwise fail only after data preparation, model building or compilation
+    device, device_type, dtype, autocast = pick_device(device, dtype)
+    if compile not in (None, True, False):
+        raise ValueError(f"compile must be True, False or None (on for CUDA only), not {compile!r}.")
+    if min(eval_interval, log_interval, eval_iters, batch_size, block_size, max_iters) < 1 or mlp_dim < 0:
+        raise ValueError("eval_interval, log_interval, eval_iters, batch_size, block_size and max_iters must be "
+                         "at least 1, and mlp_dim at least 0.")
+    if dispersion_weight > 0:
+        check_settings(dispersion_variant, tau=dispersion_tau, clamp=dispersion_clamp, margin=dispersion_margin,
+                       norm_weight=dispersion_norm_weight, max_tokens=dispersion_tokens or None)
+        disp_layers = select_layers(dispersion_layers, n_layer)
+    else:
+        disp_layers = []  # weight 0: the hidden states are not even collected
+except ValueError as e:
+    sys.exit(f"error: {e}")
 if ddp:
     init_process_group(backend=backend or ("nccl" if device_type == "cuda" else "gloo"))
     rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
@@ -108,15 +119,8 @@ if gradient_accumulation_steps < 1 or gradient_accumulation_steps % world_size !
              f"the {world_size} process(es); set it to a multiple of {world_size}.")
 local_accum = gradient_accumulation_steps // world_size  # micro-batches this process runs per step
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
-if not dtype:
-    bf16_ok = device_type == "cuda" and torch.cuda.is_bf16_supported()
-    dtype = "bfloat16" if bf16_ok else "float32"
-if dtype not in ("float32", "bfloat16", "float16"):
-    sys.exit(f"error: dtype must be float32, bfloat16 or float16, not '{dtype}'.")
 if compile is None:
     compile = device_type == "cuda"
-ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
 torch.manual_seed(seed + rank)  # dropout and noise differ per process; batches do not (see below)
 if device_type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -129,14 +133,16 @@ if data_dir and not os.path.exists(os.path.join(data_dir, "meta.json")):
 data_dir = data_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", dataset)
 if not os.path.exists(os.path.join(data_dir, "meta.json")):  # written last: a folder with it is complete
     from data.common import prepare_default
-    if master:
+    if local_rank == 0:  # once per machine: nodes need not share a file system
         try:
             prepared = prepare_default(dataset)
         except (RuntimeError, ValueError) as e:  # no network, a bad download, ...
             sys.exit(f"error: cannot prepare data set '{dataset}': {e}")
         if not prepared:
-            sys.exit(f"error: data set '{dataset}' is not prepared: run python data/prepare_text.py "
-                     f"--name={dataset} YOUR_FILES.txt (or pick dataset=shakespeare_char).")
+            script = os.path.join("data", dataset, "prepare.py")
+            how = (f"python {script}" if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), script))
+                   else f"python data/prepare_text.py --name={dataset} YOUR_FILES.txt")
+            sys.exit(f"error: data set '{dataset}' is not prepared: run {how} (or pick dataset=shakespeare_char).")
     if ddp:
         torch.distributed.barrier()
 with open(os.path.join(data_dir, "meta.json")) as f:
@@ -160,8 +166,8 @@ def split_length(split):
 
 
 for split in ("train", "val"):
-    if split_length(split) <= block_size + 1:
-        sys.exit(f"error: the {split} split of '{dataset}' has fewer tokens than block_size={block_size}; "
+    if split_length(split) < block_size + 1:
+        sys.exit(f"error: the {split} split of '{dataset}' has fewer than block_size + 1 = {block_size + 1} tokens; "
                  "lower block_size or add text.")
 # Every process draws the same offsets for the whole global batch and takes its own share of it, so the
 # global batch does not depend on how many processes there are (and a resume knows where it was).
@@ -173,20 +179,20 @@ eval_offsets = {s: torch.randint(split_length(s) - block_size, (eval_iters, batc
 
 # model
 model_args = dict(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                  mlp_dim=mlp_dim, dropout=dropout, bias=bias, embed_noise_alpha=embed_noise_alpha)
+                  mlp_dim=mlp_dim or None, dropout=dropout, bias=bias, embed_noise_alpha=embed_noise_alpha)
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 iter_num, best_val_loss, ckpt = 0, float("inf"), None
+if init_from != "resume" and os.path.exists(ckpt_path):
+    sys.exit(f"error: {ckpt_path} already exists; continue it with --init_from=resume, or pick another "
+             "--out_dir (nothing was overwritten).")
 if init_from == "scratch":
-    if os.path.exists(ckpt_path):
-        sys.exit(f"error: {ckpt_path} already exists; continue it with --init_from=resume, or pick another "
-                 "--out_dir (nothing was overwritten).")
     model = GPT(GPTConfig(**model_args))
 elif init_from == "resume":
-    ckpt = load_checkpoint(ckpt_path, device)
+    ckpt = load_checkpoint(ckpt_path)  # on the CPU: RNG states must stay there; the model moves below
     # The settings must be the run's own (a resume without its config file would change the run); the shape
     # then comes from the checkpoint, which after init_from=gpt2 is GPT-2's, and dropout and noise from the settings.
     saved = ckpt.get("config", {})
-    for k in ("n_layer", "n_head", "n_embd", "mlp_dim", "bias", "block_size"):
+    for k in ("n_layer", "n_head", "n_embd", "mlp_dim", "bias", "block_size", "dataset", "data_dir"):
         if saved.get(k) != config[k]:
             sys.exit(f"error: {ckpt_path} was trained with {k}={saved.get(k)}, but the settings say {config[k]}; "
                      "resume with the run's own config or pick another --out_dir.")
@@ -209,10 +215,11 @@ elif init_from.startswith("gpt2"):
     weights["transformer.wpe.weight"] = weights["transformer.wpe.weight"][:block_size]  # the first block_size positions
     model.load_state_dict(weights)
     pretrained = weights = None  # free the memory
+    if disp_layers:  # named layer sets follow GPT-2's depth, not n_layer
+        disp_layers = select_layers(dispersion_layers, model.config.n_layer)
 else:
     sys.exit(f"error: init_from must be 'scratch', 'resume' or a GPT-2 name like 'gpt2', not '{init_from}'.")
 model.to(device)
-disp_layers = select_layers(dispersion_layers, model.config.n_layer) if dispersion_weight > 0 else []
 
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # fp16 needs loss scaling; bf16 does not
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
@@ -323,14 +330,22 @@ def forget_embedding():
     wte = raw_model.transformer.wte.weight
     with torch.no_grad():
         torch.nn.init.normal_(wte, mean=0.0, std=0.02)
+        if ddp:  # each process has its own random stream: keep rank 0's draw everywhere
+            torch.distributed.broadcast(wte, src=0)
     optimizer.state.pop(wte, None)
 
 
 config.update(dtype=dtype, compile=compile)  # as resolved here, so config.json says what ran
 if master:
     os.makedirs(out_dir, exist_ok=True)
-    if init_from != "resume":  # a new run: drop the lines of an earlier one that died before its first checkpoint
-        open(os.path.join(out_dir, "metrics.jsonl"), "w").close()
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    kept = []  # a new run drops the lines of an earlier one that died before its first checkpoint; a resume
+    if init_from == "resume" and os.path.exists(metrics_path):  # keeps those up to its checkpoint, not after
+        with open(metrics_path) as f:
+            kept = [line for line in f if json.loads(line)["iter"] < iter_num or
+                    (json.loads(line)["iter"] == iter_num and "val_loss" in line)]
+    with open(metrics_path, "w") as f:
+        f.writelines(kept)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     print(json.dumps(config, indent=2))

@@ -176,6 +176,21 @@ runpy.run_path("train.py", run_name="__main__")
 """
 
 
+def test_resume_after_a_crash_logs_each_iteration_once(base_run, data_dir, tmp_path):
+    """A run that died after its checkpoint at 6 had logged steps 6..8 and an evaluation at 9; resuming from 6
+    replaces those lines instead of adding a second copy, and ends with the same log as the run straight through."""
+    out_dir = tmp_path / "crashed"
+    train(out_dir, data_dir, "--max_iters=6")
+    saved = (out_dir / "ckpt.pt").read_bytes()
+    train(out_dir, data_dir, "--init_from=resume", "--max_iters=9")  # the part the crash will undo
+    (out_dir / "ckpt.pt").write_bytes(saved)  # as if it had died before writing a checkpoint after 6
+    train(out_dir, data_dir, "--init_from=resume")
+    steps, evals = read_metrics(out_dir)  # asserts that no iteration is logged twice
+    base_steps, base_evals = read_metrics(base_run)
+    assert sorted(steps) == sorted(base_steps) and sorted(evals) == [0, 6, 12]
+    assert [steps[i]["loss"] for i in sorted(steps)] == [base_steps[i]["loss"] for i in sorted(base_steps)]
+
+
 def test_crash_while_saving_keeps_the_previous_checkpoint(base_run, data_dir, tmp_path):
     out_dir = copy_run(base_run, tmp_path)
     before = (out_dir / "ckpt.pt").read_bytes()
@@ -189,8 +204,9 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(base_run, data_dir, tm
 
 def test_two_processes_match_one(data_dir, tmp_path):
     """DDP with 2 gloo processes, each running 1 of the 2 micro-batches of a step, trains the same weights
-    as 1 process running both micro-batches, and logs the loss of the whole batch."""
-    args = ["--dropout=0.0", "--gradient_accumulation_steps=2", "--max_iters=6", "--eval_interval=3"]
+    as 1 process running both micro-batches, and logs the loss of the whole batch. Active forgetting at step 4
+    must re-draw the same embedding in every process."""
+    args = ["--dropout=0.0", "--gradient_accumulation_steps=2", "--max_iters=6", "--eval_interval=3", "--forget_every=4"]
     train(tmp_path / "one", data_dir, *args)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
                *TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'two'}", *args]
@@ -244,7 +260,7 @@ def test_error_corrupt_checkpoint_on_resume(base_run, data_dir, tmp_path):  # mo
 
 @pytest.mark.parametrize("change, words", [
     ("--n_embd=64", ["n_embd=32", "settings say 64"]),
-    ("--mlp_dim=64", ["mlp_dim=None", "settings say 64"]),
+    ("--mlp_dim=64", ["mlp_dim=0", "settings say 64"]),
 ])
 def test_error_resume_with_another_model_shape(base_run, data_dir, tmp_path, change, words):
     out_dir = copy_run(base_run, tmp_path)
