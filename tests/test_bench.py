@@ -9,7 +9,6 @@ tokens per step / s per step, MFU = FLOPs per token x tokens/s / peak), never ag
 import json
 import math
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,6 @@ import torch
 
 from bench import (BENCH_SETTINGS, max_iters_for, peak_flop_rate, read_settings, saved_bytes, setting_overrides,
                    timed_records, training_table)
-from data.common import prepare_text
 from model import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,17 +27,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: fastest for a model 
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--device=cpu",
         "--compile=False", "--iters=3", "--warmup=1", "--repeats=2", "--variants=angular", "--term_repeats=2",
         "--measure_sequences=4", "--measure_batch_size=2", "--peak_tflops=0.5"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """A character-level data set of random words (vocabulary 28, padded to 64 by train.py)."""
-    rng = random.Random(0)
-    words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jovial kings".split()
-    text = "\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(4, 12))) for _ in range(300))
-    folder = tmp_path_factory.mktemp("data") / "words"
-    prepare_text(text, folder, block_size=32)
-    return str(folder)
 
 
 @pytest.fixture(scope="module")

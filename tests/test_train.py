@@ -10,7 +10,6 @@ import ast
 import json
 import math
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.common import prepare_text
 from model import GPT, GPTConfig, load_checkpoint, model_from_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,17 +26,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--eval_iters=2",
         "--eval_interval=6", "--log_interval=1", "--warmup_iters=3", "--lr_decay_iters=10", "--learning_rate=1e-2",
         "--min_lr=1e-3", "--dropout=0.1", "--track_sequences=0", "--device=cpu", "--compile=False", "--max_iters=12"]
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """A character-level data set of random words: 11,688 train and 1,299 val tokens, vocabulary 28."""
-    rng = random.Random(0)
-    words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jovial kings".split()
-    text = "\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(4, 12))) for _ in range(300))
-    folder = tmp_path_factory.mktemp("data") / "words"
-    prepare_text(text, folder, block_size=32)
-    return str(folder)
 
 
 def train(out_dir, data_dir, *args, check=True, script=None):
