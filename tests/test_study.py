@@ -142,7 +142,7 @@ def test_spread_and_study_file_errors(tmp_path, monkeypatch):
     assert study.cell(s, ".2f") == "2.00 ± 1 [1.00, 3.00]"
     bad = tmp_path / "typo.py"
     bad.write_text('base = "config/tiny_base.py"\nrun = {"a": {}}\n')  # 'run' for 'runs'
-    with pytest.raises(SystemExit, match="sets 'run', which is not a study setting"):
+    with pytest.raises(SystemExit, match="unknown setting 'run' in config file .*typo.py. Did you mean runs"):
         study.load_study(str(bad))
     monkeypatch.chdir(ROOT)  # as study.py does: study files name their paths from the repo root
     for name in sorted(os.listdir("studies")):
