@@ -4,10 +4,12 @@ Dispersion losses: push the tokens of one sequence apart so hidden states do not
 Specification: shared/reference/condensation-and-dispersion.md, section 3 (the losses and the choice of layers).
 Used by train.py as
 
-    loss = cross_entropy + dispersion_weight * dispersion_loss(torch.stack([hidden[l] for l in layers]).flatten(0, 1))
+    loss = cross_entropy + dispersion_weight * mean over the chosen layers l of dispersion_loss(hidden[l])
 
-Stacking L layers of B sequences gives one batch of L*B sequences; the mean over that batch is the mean over
-layers of the per-layer means, so every layer goes through one call (one batched matmul per variant).
+On a GPU, train.py stacks the L chosen layers into one batch of L*B sequences,
+dispersion_loss(torch.stack([hidden[l] for l in layers]).flatten(0, 1)): the mean over that batch is the mean over
+layers of the per-layer means, and every layer goes through one call (one batched matmul per variant). On a CPU it
+calls the loss once per layer, which is faster there (the smaller matrices stay in cache; bench.py measures both).
 
 Adding a loss: write `def my_loss(z, *, tau, **_):` returning one value per sequence, shape (B,), from fp32
 z of shape (B, T, C), and add `"my_loss": my_loss` to VARIANTS. Settings a variant does not use arrive in `**_`.
@@ -143,8 +145,9 @@ def dispersion_loss(z, variant="angular", *, tau=1.0, clamp=0.1, margin=0.5, nor
     (the compiled draw differs from eager's unless torch._inductor.config.fallback_random is set).
 
     Precision: computed in fp32 with autocast disabled, whatever the input dtype (fp64 input stays fp64).
-    Extra activation memory, with m = min(T, max_tokens): B * m * C floats for the gathered fp32 copy plus about
-    B * m^2 floats for each pairwise (B, m, m) matrix kept for backward (a handful per variant).
+    Extra activation memory, with m = min(T, max_tokens): 4 * B * (a * m * C + k * m^2) bytes kept for backward,
+    a = 2 (the fp32 copy and the unit vectors; 1 for entropy) and k = 1..4 pairwise (B, m, m) matrices by variant
+    (3 for angular); bench.py measures a and k. Bounded by max_tokens whatever T is.
     """
     check_settings(variant, tau=tau, clamp=clamp, margin=margin, norm_weight=norm_weight, max_tokens=max_tokens)
     if z.dim() != 3:
