@@ -43,7 +43,7 @@ import torch
 from configurator import configure
 from dispersion import VARIANTS, dispersion_loss, select_layers
 from measure import add_batch, data_meta, measure, train_settings, val_windows
-from model import GPT, GPTConfig, peak_flops
+from model import GPT, GPTConfig, padded_vocab, peak_flops, pick_device
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 BENCH_SETTINGS = dict(
@@ -86,12 +86,9 @@ def read_settings(args):
 
 def resolve_device(s):
     """(device, device_type, dtype name) as train.py picks them."""
-    device = s.device or ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else
-                          "cpu")
-    device_type = "cuda" if device.startswith("cuda") else device
+    device, device_type, dtype, _ = pick_device(s.device, s.dtype)
     if device_type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} is not available here (torch sees no CUDA GPU); pick --device=cpu.")
-    dtype = s.dtype or ("bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32")
     return device, device_type, dtype
 
 
@@ -402,7 +399,7 @@ def main(args):
         torch.set_num_threads(s.threads)
     device, device_type, dtype = resolve_device(s)
     folder, meta = data_meta(s, s.dataset)
-    vocab_size = 64 * math.ceil(meta["vocab_size"] / 64)  # padded as train.py does
+    vocab_size = padded_vocab(meta["vocab_size"])
     flops = flops_per_token(s, vocab_size)
     peak, peak_source = peak_flop_rate(s, device_type)
     tokens_per_iter = s.gradient_accumulation_steps * s.batch_size * s.block_size

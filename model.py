@@ -237,6 +237,11 @@ class GPT(nn.Module):
         return cls.from_hf(GPT2LMHeadModel.from_pretrained(name))
 
 
+def padded_vocab(vocab_size):
+    """The embedding's row count for a tokenizer of vocab_size ids: the next multiple of 64 (faster matmuls)."""
+    return 64 * math.ceil(vocab_size / 64)
+
+
 def pick_device(device="", dtype=""):
     """(device, device_type, dtype, autocast context) from the settings; empty means automatic:
     cuda, then mps, then cpu; bfloat16 where the GPU supports it, else float32."""

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import ConfigError, configure
 from dispersion import check_settings, dispersion_loss, select_layers
-from model import GPT, GPTConfig, load_checkpoint, peak_flops, pick_device
+from model import GPT, GPTConfig, load_checkpoint, padded_vocab, peak_flops, pick_device
 
 # -----------------------------------------------------------------------------
 # default settings: a small character-level model on Shakespeare
@@ -147,7 +147,7 @@ if not os.path.exists(os.path.join(data_dir, "meta.json")):  # written last: a f
         torch.distributed.barrier()
 with open(os.path.join(data_dir, "meta.json")) as f:
     meta = json.load(f)
-vocab_size = 64 * math.ceil(meta["vocab_size"] / 64)  # padded to a multiple of 64: faster matmuls
+vocab_size = padded_vocab(meta["vocab_size"])  # a multiple of 64: faster matmuls
 
 
 def load_batch(split, offsets):
