@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from dispersion import VARIANTS, dispersion_loss, select_layers
+from dispersion import VARIANTS, angles, cosines, dispersion_loss, log_mean_exp, select_layers
 
 SETTINGS = dict(tau=0.7, clamp=0.1, margin=0.5, norm_weight=0.1)  # tau != 1 so a misplaced tau shows
 
@@ -145,6 +145,26 @@ def test_straight_through_gradient_is_the_slope_at_the_band_edge(theta):
     assert torch.isfinite(z.grad).all() and z.grad[0, 1].abs().max() > 0
     # d c / d z1 = u2 - c u1 = (0, sin(theta)) for ||z1|| = 1
     assert torch.allclose(z.grad[0, 0], slope * math.sin(theta) * torch.tensor([0.0, 1.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("variant", ["angular", "cosine"])
+@pytest.mark.parametrize("case", list(edge_cases()) + ["below_eps"])
+def test_fused_gradient_equals_autograd_through_the_written_out_formula(variant, case):
+    """angular and cosine run through CosineLogMeanExp's hand-written backward; autograd through the plain
+    formula (log_mean_exp of angles or cosines) must give the same gradient, also for pairs beyond the clamp
+    band (identical, antipodal tokens), for zero vectors and for a token of norm 1e-7 (floored at eps = 1e-6)."""
+    tau, clamp = SETTINGS["tau"], SETTINGS["clamp"]
+    written_out = {"angular": lambda z: log_mean_exp(angles(z, clamp) / -tau),
+                   "cosine": lambda z: log_mean_exp(cosines(z) / tau)}[variant]
+    below_eps = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(3))
+    below_eps[:, 0] *= 1e-7 / below_eps[:, 0].norm(dim=-1, keepdim=True)
+    z = (below_eps if case == "below_eps" else edge_cases()[case]).double().requires_grad_()
+    z_ref = z.detach().clone().requires_grad_()
+    weights = torch.arange(1.0, z.size(0) + 1, dtype=torch.float64)  # a different upstream gradient per sequence
+    (VARIANTS[variant](z, **SETTINGS) * weights).sum().backward()
+    (written_out(z_ref) * weights).sum().backward()
+    assert torch.allclose(VARIANTS[variant](z.detach(), **SETTINGS), written_out(z_ref.detach()), rtol=1e-12)
+    assert torch.allclose(z.grad, z_ref.grad, rtol=1e-9, atol=1e-12)
 
 
 # -----------------------------------------------------------------------------
