@@ -224,7 +224,15 @@ model.to(device)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # fp16 needs loss scaling; bf16 does not
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if ckpt is not None:
+    # the saved moments, with this run's hyperparameters (load_state_dict would bring back the saved ones)
+    fresh = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     optimizer.load_state_dict(ckpt["optimizer"])
+    for group, settings in zip(optimizer.param_groups, fresh):
+        group.update(settings)
+    changed = [f"{k} {saved.get(k)} -> {config[k]}" for k in ("weight_decay", "beta1", "beta2")
+               if saved.get(k) != config[k]]
+    if changed and master:
+        print(f"resume: this run's {', '.join(changed)} apply from iteration {iter_num} on")
     scaler.load_state_dict(ckpt["scaler"])
     rng = ckpt["rng"]
     if rank < len(rng["torch"]):  # a process the saved run did not have keeps its own seed
@@ -315,8 +323,14 @@ def save_checkpoint(batch_state):
             "rng": {"torch": [cpu for cpu, _ in states], "batch": batch_state,
                     "cuda": [gpu for _, gpu in states] if device_type == "cuda" else None}}
     tmp = ckpt_path + ".tmp"
-    torch.save(ckpt, tmp)
-    os.replace(tmp, ckpt_path)
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, ckpt_path)
+    except OSError as e:  # e.g. a full disk: say so in one line; the previous ckpt.pt is untouched
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        sys.exit(f"error: could not write the checkpoint to {ckpt_path} ({e.strerror or e}); free space or fix "
+                 f"the folder and continue with --init_from=resume (the previous checkpoint, if any, is intact).")
 
 
 def log(record):
