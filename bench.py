@@ -43,7 +43,7 @@ import torch
 from configurator import configure
 from dispersion import VARIANTS, dispersion_loss, select_layers
 from measure import add_batch, data_meta, measure, train_settings, val_windows
-from model import GPT, GPTConfig, padded_vocab, peak_flops, pick_device
+from model import GPT, config_from_settings, peak_flops, pick_device
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 BENCH_SETTINGS = dict(
@@ -113,15 +113,10 @@ def peak_flop_rate(s, device_type):
     return peak, "model.PEAK_FLOPS" if peak else None
 
 
-def model_config(s, vocab_size):
-    return GPTConfig(block_size=s.block_size, vocab_size=vocab_size, n_layer=s.n_layer, n_head=s.n_head,
-                     n_embd=s.n_embd, mlp_dim=s.mlp_dim, dropout=s.dropout, bias=s.bias)
-
-
 def flops_per_token(s, vocab_size):
     """Training FLOPs per token of the model the settings describe, built on the meta device (no memory)."""
     with torch.device("meta"):
-        return GPT(model_config(s, vocab_size)).flops_per_token(s.block_size)
+        return GPT(config_from_settings(vars(s), vocab_size)).flops_per_token(s.block_size)
 
 
 # -----------------------------------------------------------------------------
@@ -399,8 +394,7 @@ def main(args):
         torch.set_num_threads(s.threads)
     device, device_type, dtype = resolve_device(s)
     folder, meta = data_meta(s, s.dataset)
-    vocab_size = padded_vocab(meta["vocab_size"])
-    flops = flops_per_token(s, vocab_size)
+    flops = flops_per_token(s, meta["vocab_size"])
     peak, peak_source = peak_flop_rate(s, device_type)
     tokens_per_iter = s.gradient_accumulation_steps * s.batch_size * s.block_size
     layers = select_layers(s.dispersion_layers, s.n_layer)
@@ -423,7 +417,7 @@ def main(args):
     print(f"training: {s.repeats} x ({len(s.variants) + 1} settings), {s.warmup} + {s.iters} steps each")
     rows = training_rows(bench_training(s, train_args), tokens_per_iter, flops, peak)
     torch.manual_seed(s.seed)
-    model = GPT(model_config(s, vocab_size)).to(device)
+    model = GPT(config_from_settings(vars(s), meta["vocab_size"])).to(device)
     term_rows, cuda_peaks, memory_rows, ms, measure_row = [], {}, [], [], None
     if s.term_repeats:
         autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=getattr(torch, dtype))

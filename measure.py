@@ -32,7 +32,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from configurator import configure
-from model import GPT, GPTConfig, load_checkpoint, model_from_checkpoint, padded_vocab
+from model import GPT, config_from_settings, load_checkpoint, model_from_checkpoint
 
 # -----------------------------------------------------------------------------
 # library: statistics of hidden states
@@ -323,8 +323,7 @@ def load_entry(entry, s):
     if entry == "init":
         meta = data_meta(s, s.dataset)[1]
         torch.manual_seed(s.seed)
-        model = GPT(GPTConfig(block_size=s.block_size, vocab_size=padded_vocab(meta["vocab_size"]), n_layer=s.n_layer, n_head=s.n_head,
-                              n_embd=s.n_embd, mlp_dim=s.mlp_dim, bias=s.bias))
+        model = GPT(config_from_settings(vars(s), meta["vocab_size"]))
         return model, "init", s.dataset, ""
     if entry.startswith("hf:"):
         try:

@@ -242,6 +242,13 @@ def padded_vocab(vocab_size):
     return 64 * math.ceil(vocab_size / 64)
 
 
+def config_from_settings(settings, vocab_size):
+    """The GPTConfig of the model that train.py's settings (a dict) describe, for a tokenizer of vocab_size ids:
+    one definition of "the same model" for train.py, measure.py --init and bench.py."""
+    keys = ("block_size", "n_layer", "n_head", "n_embd", "mlp_dim", "dropout", "bias", "embed_noise_alpha")
+    return GPTConfig(vocab_size=padded_vocab(vocab_size), **{k: settings[k] for k in keys})
+
+
 def pick_device(device="", dtype=""):
     """(device, device_type, dtype, autocast context) from the settings; empty means automatic:
     cuda, then mps, then cpu; bfloat16 where the GPU supports it, else float32."""

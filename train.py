@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import ConfigError, configure
 from dispersion import check_settings, dispersion_loss, select_layers
-from model import GPT, GPTConfig, load_checkpoint, padded_vocab, peak_flops, pick_device
+from model import GPT, GPTConfig, config_from_settings, load_checkpoint, peak_flops, pick_device
 
 # -----------------------------------------------------------------------------
 # default settings: a small character-level model on Shakespeare
@@ -147,7 +148,6 @@ if not os.path.exists(os.path.join(data_dir, "meta.json")):  # written last: a f
         torch.distributed.barrier()
 with open(os.path.join(data_dir, "meta.json")) as f:
     meta = json.load(f)
-vocab_size = padded_vocab(meta["vocab_size"])  # a multiple of 64: faster matmuls
 
 
 def load_batch(split, offsets):
@@ -178,8 +178,7 @@ eval_offsets = {s: torch.randint(split_length(s) - block_size, (eval_iters, batc
                 for s in ("train", "val")}
 
 # model
-model_args = dict(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                  mlp_dim=mlp_dim or None, dropout=dropout, bias=bias, embed_noise_alpha=embed_noise_alpha)
+model_args = asdict(config_from_settings(config, meta["vocab_size"]))  # saved in the checkpoint
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 iter_num, best_val_loss, ckpt = 0, float("inf"), None
 if init_from != "resume" and os.path.exists(ckpt_path):

@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from model import GPT, GPTConfig, load_checkpoint, model_from_checkpoint, peak_flops
+from measure import train_settings
+from model import GPT, GPTConfig, config_from_settings, load_checkpoint, model_from_checkpoint, peak_flops
 
 TINY = dict(block_size=16, vocab_size=40, n_layer=3, n_head=2, n_embd=32)
 
@@ -262,3 +263,14 @@ def test_load_checkpoint_errors(tmp_path):
         torch.save(obj, tmp_path / name)
         with pytest.raises(SystemExit, match="is not a checkpoint written by train.py"):
             load_checkpoint(str(tmp_path / name))
+
+
+def test_config_from_settings_is_the_model_train_py_settings_describe():
+    """train.py, measure.py --init and bench.py all build their model with it, from train.py's settings."""
+    settings = {**train_settings(), "n_layer": 3, "n_embd": 48, "n_head": 4, "mlp_dim": 0, "dropout": 0.2,
+                "bias": False, "block_size": 32, "embed_noise_alpha": 5.0}
+    config = config_from_settings(settings, vocab_size=65)
+    assert config == GPTConfig(block_size=32, vocab_size=128, n_layer=3, n_head=4, n_embd=48, mlp_dim=192,
+                               dropout=0.2, bias=False, embed_noise_alpha=5.0)
+    assert config_from_settings({**settings, "mlp_dim": 100}, vocab_size=50257).mlp_dim == 100
+    assert config_from_settings(settings, vocab_size=50257).vocab_size == 50304
