@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from dispersion import VARIANTS, angles, cosines, dispersion_loss, log_mean_exp, select_layers
+from dispersion import VARIANTS, angles, cosines, dispersion_loss, select_layers, squared_distances
 
 SETTINGS = dict(tau=0.7, clamp=0.1, margin=0.5, norm_weight=0.1)  # tau != 1 so a misplaced tau shows
 
@@ -147,18 +147,32 @@ def test_straight_through_gradient_is_the_slope_at_the_band_edge(theta):
     assert torch.allclose(z.grad[0, 0], slope * math.sin(theta) * torch.tensor([0.0, 1.0], dtype=torch.float64))
 
 
-@pytest.mark.parametrize("variant", ["angular", "cosine"])
-@pytest.mark.parametrize("case", list(edge_cases()) + ["below_eps"])
+def written_out_log_mean_exp(x):
+    """log mean_{i!=j} exp(x_ij) through autograd: mask the diagonal, torch.logsumexp over the pairs."""
+    T = x.size(-1)
+    x = x.masked_fill(torch.eye(T, dtype=torch.bool), float("-inf"))
+    return torch.logsumexp(x.flatten(1), dim=1) - math.log(T * (T - 1))
+
+
+@pytest.mark.parametrize("variant", ["angular", "cosine", "l2_repel"])
+@pytest.mark.parametrize("case", list(edge_cases()) + ["below_eps", "far_apart"])
 def test_fused_gradient_equals_autograd_through_the_written_out_formula(variant, case):
-    """angular and cosine run through CosineLogMeanExp's hand-written backward; autograd through the plain
-    formula (log_mean_exp of angles or cosines) must give the same gradient, also for pairs beyond the clamp
-    band (identical, antipodal tokens), for zero vectors and for a token of norm 1e-7 (floored at eps = 1e-6)."""
-    tau, clamp = SETTINGS["tau"], SETTINGS["clamp"]
-    written_out = {"angular": lambda z: log_mean_exp(angles(z, clamp) / -tau),
-                   "cosine": lambda z: log_mean_exp(cosines(z) / tau)}[variant]
-    below_eps = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(3))
+    """angular and cosine run through CosineLogMeanExp's hand-written backward, l2_repel through LogMeanExp's;
+    autograd through the plain formula must give the same value and gradient, also for pairs beyond the clamp
+    band (identical, antipodal tokens), for zero vectors, for a token of norm 1e-7 (floored at eps = 1e-6), and
+    for tokens so far apart that most exp terms underflow (the UNDERFLOW floor must not change the result)."""
+    tau, clamp, norm_weight = SETTINGS["tau"], SETTINGS["clamp"], SETTINGS["norm_weight"]
+    written_out = {
+        "angular": lambda z: written_out_log_mean_exp(angles(z, clamp) / -tau),
+        "cosine": lambda z: written_out_log_mean_exp(cosines(z) / tau),
+        "l2_repel": lambda z: (written_out_log_mean_exp(squared_distances(z) / -tau)
+                               + norm_weight * z.pow(2).mean((1, 2))),
+    }[variant]
+    g = torch.Generator().manual_seed(3)
+    below_eps = torch.randn(2, 4, 6, generator=g)
     below_eps[:, 0] *= 1e-7 / below_eps[:, 0].norm(dim=-1, keepdim=True)
-    z = (below_eps if case == "below_eps" else edge_cases()[case]).double().requires_grad_()
+    special = {"below_eps": below_eps, "far_apart": 30 * torch.randn(2, 8, 6, generator=g)}
+    z = (special[case] if case in special else edge_cases()[case]).double().requires_grad_()
     z_ref = z.detach().clone().requires_grad_()
     weights = torch.arange(1.0, z.size(0) + 1, dtype=torch.float64)  # a different upstream gradient per sequence
     (VARIANTS[variant](z, **SETTINGS) * weights).sum().backward()
