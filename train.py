@@ -13,6 +13,8 @@ Settings are the module-level names below; a config file (plain Python) and then
 overrides change them, left to right (see configurator.py).
 """
 
+import atexit
+import contextlib
 import json
 import math
 import os
@@ -177,7 +179,42 @@ eval_gen = torch.Generator().manual_seed(seed + 1)
 eval_offsets = {s: torch.randint(split_length(s) - block_size, (eval_iters, batch_size), generator=eval_gen)
                 for s in ("train", "val")}
 
+
+
+def claim_out_dir():
+    """One run at a time per out_dir: out_dir/train.pid holds the training process's id while it runs. A second
+    run started into the folder stops here, before it reads or writes anything there; the pid file of a run
+    that died (its process is gone) is taken over."""
+    os.makedirs(out_dir, exist_ok=True)
+    path, mine = os.path.join(out_dir, "train.pid"), os.path.join(out_dir, f"train.pid.{os.getpid()}")
+    with open(mine, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        while True:
+            try:
+                os.link(mine, path)  # atomic, and fails if the file exists: two runs cannot both claim the folder
+                atexit.register(os.remove, path)
+                return
+            except FileExistsError:
+                try:
+                    with open(path) as f:
+                        pid = int(f.read())
+                    os.kill(pid, 0)  # signal 0 only asks whether the process exists
+                except PermissionError:  # it does, under another user
+                    pass
+                except (FileNotFoundError, ValueError, ProcessLookupError):  # gone meanwhile, unreadable, or stale
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(path)
+                    continue
+                sys.exit(f"error: another run (process {pid}) is training into {out_dir}; wait for it to finish "
+                         "or pick another --out_dir.")
+    finally:
+        os.remove(mine)
+
+
 # model
+if master:
+    claim_out_dir()
 model_args = asdict(config_from_settings(config, meta["vocab_size"]))  # saved in the checkpoint
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 iter_num, best_val_loss, ckpt = 0, float("inf"), None

@@ -273,6 +273,22 @@ def test_scratch_run_never_overwrites_a_checkpoint(base_run, data_dir, tmp_path)
     assert all((out_dir / name).read_bytes() == content for name, content in files.items())
 
 
+def test_one_run_at_a_time_per_out_dir(base_run, data_dir, tmp_path):
+    """A pid file naming a live process (this one) stops a second run before it touches the folder; one naming
+    a process that has exited is stale and taken over, and the run removes its own pid file when it ends."""
+    out_dir = copy_run(base_run, tmp_path)
+    (out_dir / "train.pid").write_text(str(os.getpid()))
+    files = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    result = train(out_dir, data_dir, "--init_from=resume", "--max_iters=13", check=False)
+    assert_clean_error(result, f"another run (process {os.getpid()})", "--out_dir")
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == files  # nothing changed, no file added
+
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out_dir / "train.pid").write_text(finished.stdout.strip())  # a run that died without cleaning up
+    train(out_dir, data_dir, "--init_from=resume", "--max_iters=13")
+    assert sorted(p.name for p in out_dir.iterdir()) == ["ckpt.pt", "config.json", "metrics.jsonl"]
+
+
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(base_run, data_dir, tmp_path):
     """An infinite learning rate (1e999 reads as inf) turns the weights into inf/nan at the first step. The
     step losses are only checked every log_interval (here: never), so the evaluation at 18 has to catch it
