@@ -103,14 +103,14 @@ def mean_pairs(x):
 
 def angular(z, *, tau, clamp, **_):
     """angular spread: log mean_{i!=j} exp(-a_ij / tau). Orthogonal tokens give -0.5 (tau = 1).
-    Same value and gradient as log_mean_exp(angles(z, clamp) / -tau), in fewer kernels (CosineLogMeanExp)."""
-    return CosineLogMeanExp.apply(z, "angular", tau, clamp)
+    Value and gradient of log_mean_exp(angles(z, clamp) / -tau), computed by CosinePairs."""
+    return CosinePairs.apply(z, "angular", tau, clamp, 0.0)
 
 
 def cosine(z, *, tau, **_):
     """InfoNCE on cosine (Wang & He 2025): log mean_{i!=j} exp(c_ij / tau).
-    Same value and gradient as log_mean_exp(cosines(z) / tau), in fewer kernels (CosineLogMeanExp)."""
-    return CosineLogMeanExp.apply(z, "cosine", tau, 0.0)
+    Value and gradient of log_mean_exp(cosines(z) / tau), computed by CosinePairs."""
+    return CosinePairs.apply(z, "cosine", tau, 0.0, 0.0)
 
 
 def l2_repel(z, *, tau, norm_weight, **_):
@@ -119,14 +119,16 @@ def l2_repel(z, *, tau, norm_weight, **_):
 
 
 def orthogonal(z, *, margin, clamp, **_):
-    """hinge: mean_{i!=j} max(0, margin - a_ij)^2; margin 0.5 = 90 degrees."""
-    return mean_pairs(F.relu(margin - angles(z, clamp)).pow(2))
+    """hinge: mean_{i!=j} max(0, margin - a_ij)^2; margin 0.5 = 90 degrees.
+    Value and gradient of mean_pairs(F.relu(margin - angles(z, clamp)).pow(2)), computed by CosinePairs."""
+    return CosinePairs.apply(z, "orthogonal", 1.0, clamp, margin)
 
 
 def decorrelation(z, **_):
     """mean_{i!=j} r_ij^2, r_ij = Pearson correlation of the feature vectors z_i and z_j (over channels),
-    i.e. the cosine of the token vectors after each is centred over its channels; eps floors the std."""
-    return mean_pairs(cosines(z - z.mean(dim=-1, keepdim=True)).pow(2))
+    i.e. the cosine of the token vectors after each is centred over its channels; eps floors the std.
+    Value and gradient of mean_pairs(cosines(z - z.mean(dim=-1, keepdim=True)).pow(2)), computed by CosinePairs."""
+    return CosinePairs.apply(z - z.mean(dim=-1, keepdim=True), "decorrelation", 1.0, 0.0, 0.0)
 
 
 def entropy(z, *, tau, **_):
@@ -140,52 +142,64 @@ def entropy(z, *, tau, **_):
 # -----------------------------------------------------------------------------
 # the default loss, fused: log mean_{i!=j} exp(f(c_ij)) with a hand-written gradient
 
-class CosineLogMeanExp(torch.autograd.Function):
-    """Per-sequence log mean_{i!=j} exp(f(c_ij)) of z (B, T, C), for f(c) = -arccos(c*) / (pi tau) with c* the
-    clamped cosine ("angular") or f(c) = c / tau ("cosine"). Written out, these take ~40 small elementwise
-    kernels per call through autograd; here ~12 forward and ~5 backward, and one (B, T, T) matrix is kept for
-    backward instead of three. On a CPU that halves the term's time (bench.py). The tests check value and
-    gradient against an independent float64 loop and with gradcheck.
+class CosinePairs(torch.autograd.Function):
+    """The four variants that are functions of the pairwise cosines c_ij of z (B, T, C), per sequence:
+        angular        log mean_{i!=j} exp(-a_ij / tau),  a_ij = arccos(c*_ij) / pi, c* the clamped cosine
+        cosine         log mean_{i!=j} exp(c_ij / tau)
+        orthogonal     mean_{i!=j} relu(margin - a_ij)^2
+        decorrelation  mean_{i!=j} c_ij^2                 (of z centred over its channels, done by the caller)
+    Written out (angles, cosines, log_mean_exp, mean_pairs), autograd runs ~40 small elementwise kernels per
+    call; here the forward computes the loss and W_ij = d loss / d c_ij in ~12, and one backward serves all four
+    in ~5, keeping one (B, T, T) matrix instead of three: the term is about 2x faster on a CPU (bench.py). The tests
+    check value and gradient against autograd through the written-out formulas, and against a float64 loop.
 
-    Backward, per sequence, with x_ij = f(c_ij), p_ij = exp(x_ij) / sum_{k!=l} exp(x_kl) (0 on the diagonal):
-        d loss / d c_ij = p_ij f'(c_ij)                        symmetric in i and j
-        d loss / d u_i  = 2 sum_j p_ij f'(c_ij) u_j            c_ij = u_i . u_j counts for i and for j
-        d loss / d z_i  = (g_i - u_i (u_i . g_i)) / ||z_i||    g_i = d loss / d u_i; g_i / eps where ||z_i|| < eps
-    f'(c) = 1 / (pi tau sqrt(1 - c*^2)) for angular: the straight-through clamp uses the slope at c*, which is
-    the band's edge for pairs beyond it; f'(c) = 1 / tau for cosine.
+    Backward, per sequence, from W (symmetric, 0 on the diagonal):
+        d loss / d u_i = 2 sum_j W_ij u_j                     c_ij = u_i . u_j counts for i and for j
+        d loss / d z_i = (g_i - u_i (u_i . g_i)) / ||z_i||     g_i = d loss / d u_i; g_i / eps where ||z_i|| < eps
+    W for log mean exp(x_ij): p_ij dx_ij/dc_ij, p the softmax over the pairs; for a mean: dx_ij/dc_ij / (T(T-1)).
+    da_ij/dc_ij = -1 / (pi sqrt(1 - c*^2)): the straight-through clamp uses the slope at c*, which is the band's
+    edge for pairs beyond it.
     """
 
     @staticmethod
-    def forward(ctx, z, kind, tau, clamp):
+    def forward(ctx, z, kind, tau, clamp, margin):
         T = z.size(1)
         norm2 = torch.linalg.vecdot(z, z).unsqueeze(-1)  # (B, T, 1)
         tiny = norm2 < EPS * EPS  # tokens whose norm is floored at EPS
         inv_norm = norm2.clamp_min(EPS * EPS).rsqrt()  # (B, T, 1)
         u = z * inv_norm  # (B, T, C) unit vectors
         c = torch.bmm(u, u.transpose(1, 2))  # (B, T, T) cosines
-        if kind == "angular":
+        if kind in ("angular", "orthogonal"):
             edge = 1 - max(clamp, 1e-6)  # as in angles(): delta = 0 is floored so the slope at +-1 stays finite
             c = c.clamp_(-edge, edge)
-            x = torch.arccos(c).mul_(-1 / (math.pi * tau))  # (B, T, T) = -a_ij / tau
-        else:
-            x = c * (1 / tau)
-        e, x_max, total = exp_pairs_(x)  # (B, T, T) exp(x_ij - x_max), 0 on the diagonal; (B,); (B,)
-        loss = x_max + total.log() - math.log(T * (T - 1))  # (B,)
-        if kind == "angular":  # keep exp(x_ij - x_max) * f'(c_ij), up to the constant 1 / (pi tau)
-            e = c.mul_(c).neg_().add_(1).rsqrt_().mul_(e)
-        ctx.save_for_backward(u, inv_norm, tiny, e, total)
-        ctx.slope = 1 / (math.pi * tau) if kind == "angular" else 1 / tau
+            a = torch.arccos(c).mul_(1 / math.pi)  # (B, T, T) angles in [0, 1]
+            da_dc = c.mul_(c).neg_().add_(1).rsqrt_().mul_(-1 / math.pi)  # (B, T, T), in place of c
+        if kind == "angular":
+            e, a_max, total = exp_pairs_(a.mul_(-1 / tau))  # exp(-a_ij / tau - max), 0 on the diagonal
+            loss = a_max + total.log() - math.log(T * (T - 1))
+            W = e.mul_(da_dc).mul_((-1 / tau) / total[:, None, None])
+        elif kind == "cosine":
+            e, c_max, total = exp_pairs_(c.mul_(1 / tau))
+            loss = c_max + total.log() - math.log(T * (T - 1))
+            W = e.mul_((1 / tau) / total[:, None, None])
+        else:  # a mean over the pairs of h_ij^2: h = relu(margin - a) (orthogonal) or h = c (decorrelation)
+            h = a.neg_().add_(margin).clamp_min_(0) if kind == "orthogonal" else c
+            h.diagonal(dim1=1, dim2=2).zero_()  # i == j is not a pair
+            loss = h.pow(2).sum((1, 2)) / (T * (T - 1))
+            W = h.mul_(2 / (T * (T - 1)))  # d(h^2)/dh, over the pair count
+            if kind == "orthogonal":
+                W = W.mul_(da_dc).neg_()  # dh/dc = -da/dc where the hinge is active, and 0 where h = 0
+        ctx.save_for_backward(u, inv_norm, tiny, W)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        u, inv_norm, tiny, e, total = ctx.saved_tensors
+        u, inv_norm, tiny, W = ctx.saved_tensors
         with torch.autocast(device_type=u.device.type, enabled=False):  # fp32 like the forward
-            d_c = e * (grad_loss * (2 * ctx.slope) / total)[:, None, None]  # (B, T, T), 2x: c_ij and c_ji
-            d_u = torch.bmm(d_c, u)  # (B, T, C)
+            d_u = torch.bmm(W * (2 * grad_loss)[:, None, None], u)  # (B, T, C); 2x: c_ij and c_ji
             radial = torch.linalg.vecdot(u, d_u).unsqueeze(-1).masked_fill_(tiny, 0)  # (B, T, 1)
             d_z = torch.addcmul(d_u, u, radial, value=-1).mul_(inv_norm)  # (B, T, C)
-        return d_z, None, None, None
+        return d_z, None, None, None, None
 
 
 VARIANTS = {

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dispersion import VARIANTS, angles, cosines, dispersion_loss, select_layers, squared_distances
 
@@ -154,19 +155,27 @@ def written_out_log_mean_exp(x):
     return torch.logsumexp(x.flatten(1), dim=1) - math.log(T * (T - 1))
 
 
-@pytest.mark.parametrize("variant", ["angular", "cosine", "l2_repel"])
+def written_out_mean_pairs(x):
+    T = x.size(-1)
+    return x.masked_fill(torch.eye(T, dtype=torch.bool), 0.0).sum((1, 2)) / (T * (T - 1))
+
+
+@pytest.mark.parametrize("variant", ["angular", "cosine", "l2_repel", "orthogonal", "decorrelation"])
 @pytest.mark.parametrize("case", list(edge_cases()) + ["below_eps", "far_apart"])
 def test_fused_gradient_equals_autograd_through_the_written_out_formula(variant, case):
-    """angular and cosine run through CosineLogMeanExp's hand-written backward, l2_repel through LogMeanExp's;
+    """angular, cosine, orthogonal and decorrelation run through CosinePairs' hand-written backward, l2_repel
+    through LogMeanExp's;
     autograd through the plain formula must give the same value and gradient, also for pairs beyond the clamp
     band (identical, antipodal tokens), for zero vectors, for a token of norm 1e-7 (floored at eps = 1e-6), and
     for tokens so far apart that most exp terms underflow (the UNDERFLOW floor must not change the result)."""
-    tau, clamp, norm_weight = SETTINGS["tau"], SETTINGS["clamp"], SETTINGS["norm_weight"]
+    tau, clamp, margin, norm_weight = SETTINGS["tau"], SETTINGS["clamp"], SETTINGS["margin"], SETTINGS["norm_weight"]
     written_out = {
         "angular": lambda z: written_out_log_mean_exp(angles(z, clamp) / -tau),
         "cosine": lambda z: written_out_log_mean_exp(cosines(z) / tau),
         "l2_repel": lambda z: (written_out_log_mean_exp(squared_distances(z) / -tau)
                                + norm_weight * z.pow(2).mean((1, 2))),
+        "orthogonal": lambda z: written_out_mean_pairs(F.relu(margin - angles(z, clamp)).pow(2)),
+        "decorrelation": lambda z: written_out_mean_pairs(cosines(z - z.mean(dim=-1, keepdim=True)).pow(2)),
     }[variant]
     g = torch.Generator().manual_seed(3)
     below_eps = torch.randn(2, 4, 6, generator=g)
