@@ -13,6 +13,8 @@ calls the loss once per layer, which is faster there (the smaller matrices stay 
 
 Adding a loss: write `def my_loss(z, *, tau, **_):` returning one value per sequence, shape (B,), from fp32
 z of shape (B, T, C), and add `"my_loss": my_loss` to VARIANTS. Settings a variant does not use arrive in `**_`.
+Plain torch ops are enough: autograd supplies the gradient. The built-in variants go faster by hand (CosinePairs,
+LogMeanExp; bench.py measures them), but each names the plain formula it equals, and the tests hold them to it.
 """
 
 import math
@@ -242,8 +244,9 @@ def dispersion_loss(z, variant="angular", *, tau=1.0, clamp=0.1, margin=0.5, nor
 
     Precision: computed in fp32 with autocast disabled, whatever the input dtype (fp64 input stays fp64).
     Extra activation memory, with m = min(T, max_tokens): 4 * B * (a * m * C + k * m^2) bytes kept for backward,
-    a = 1 or 2 copies of (B, m, C) (the unit vectors; the fp32 copy too where autograd keeps it) and k = 1..4
-    pairwise (B, m, m) matrices by variant (a = k = 1 for angular and cosine); bench.py measures a and k.
+    a = 1 or 2 copies of (B, m, C) and k = 1..4 pairwise (B, m, m) matrices by variant: a = k = 1 for the four
+    that CosinePairs computes (the unit vectors and W), 2 and 2 for l2_repel, 1 and 4 for entropy; bench.py
+    measures a and k.
     Bounded by max_tokens whatever T is.
     """
     check_settings(variant, tau=tau, clamp=clamp, margin=margin, norm_weight=norm_weight, max_tokens=max_tokens)
