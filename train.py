@@ -180,15 +180,17 @@ eval_offsets = {s: torch.randint(split_length(s) - block_size, (eval_iters, batc
                 for s in ("train", "val")}
 
 
-
 def claim_out_dir():
     """One run at a time per out_dir: out_dir/train.pid holds the training process's id while it runs. A second
     run started into the folder stops here, before it reads or writes anything there; the pid file of a run
     that died (its process is gone) is taken over."""
-    os.makedirs(out_dir, exist_ok=True)
     path, mine = os.path.join(out_dir, "train.pid"), os.path.join(out_dir, f"train.pid.{os.getpid()}")
-    with open(mine, "w") as f:
-        f.write(str(os.getpid()))
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(mine, "w") as f:
+            f.write(str(os.getpid()))
+    except OSError as e:
+        sys.exit(f"error: cannot write to out_dir {out_dir} ({e.strerror or e}); pick a folder you can write to.")
     try:
         while True:
             try:
@@ -196,6 +198,7 @@ def claim_out_dir():
                 atexit.register(os.remove, path)
                 return
             except FileExistsError:
+                pid = "unknown"
                 try:
                     with open(path) as f:
                         pid = int(f.read())

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dispersion import VARIANTS, angles, cosines, dispersion_loss, select_layers, squared_distances
+from dispersion import VARIANTS, angles, cosines, dispersion_loss, mean_pairs, select_layers, squared_distances
 
 SETTINGS = dict(tau=0.7, clamp=0.1, margin=0.5, norm_weight=0.1)  # tau != 1 so a misplaced tau shows
 
@@ -155,11 +155,6 @@ def written_out_log_mean_exp(x):
     return torch.logsumexp(x.flatten(1), dim=1) - math.log(T * (T - 1))
 
 
-def written_out_mean_pairs(x):
-    T = x.size(-1)
-    return x.masked_fill(torch.eye(T, dtype=torch.bool), 0.0).sum((1, 2)) / (T * (T - 1))
-
-
 @pytest.mark.parametrize("variant", ["angular", "cosine", "l2_repel", "orthogonal", "decorrelation"])
 @pytest.mark.parametrize("case", list(edge_cases()) + ["below_eps", "far_apart"])
 def test_fused_gradient_equals_autograd_through_the_written_out_formula(variant, case):
@@ -174,8 +169,8 @@ def test_fused_gradient_equals_autograd_through_the_written_out_formula(variant,
         "cosine": lambda z: written_out_log_mean_exp(cosines(z) / tau),
         "l2_repel": lambda z: (written_out_log_mean_exp(squared_distances(z) / -tau)
                                + norm_weight * z.pow(2).mean((1, 2))),
-        "orthogonal": lambda z: written_out_mean_pairs(F.relu(margin - angles(z, clamp)).pow(2)),
-        "decorrelation": lambda z: written_out_mean_pairs(cosines(z - z.mean(dim=-1, keepdim=True)).pow(2)),
+        "orthogonal": lambda z: mean_pairs(F.relu(margin - angles(z, clamp)).pow(2)),
+        "decorrelation": lambda z: mean_pairs(cosines(z - z.mean(dim=-1, keepdim=True)).pow(2)),
     }[variant]
     g = torch.Generator().manual_seed(3)
     below_eps = torch.randn(2, 4, 6, generator=g)
