@@ -266,6 +266,12 @@ def test_error_resume_with_another_model_shape(base_run, data_dir, tmp_path, cha
     assert_clean_error(train(out_dir, data_dir, "--init_from=resume", change, check=False), *words)
 
 
+def test_error_out_dir_cannot_be_written(data_dir, tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    result = train(tmp_path / "a_file" / "run", data_dir, check=False)
+    assert_clean_error(result, "cannot write to out_dir", "Not a directory")
+
+
 def test_scratch_run_never_overwrites_a_checkpoint(base_run, data_dir, tmp_path):
     out_dir = copy_run(base_run, tmp_path)
     files = {name: (out_dir / name).read_bytes() for name in ("ckpt.pt", "metrics.jsonl", "config.json")}
