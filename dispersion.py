@@ -13,8 +13,9 @@ calls the loss once per layer, which is faster there (the smaller matrices stay 
 
 Adding a loss: write `def my_loss(z, *, tau, **_):` returning one value per sequence, shape (B,), from fp32
 z of shape (B, T, C), and add `"my_loss": my_loss` to VARIANTS. Settings a variant does not use arrive in `**_`.
-Plain torch ops are enough: autograd supplies the gradient. The built-in variants go faster by hand (CosinePairs,
-LogMeanExp; bench.py measures them), but each names the plain formula it equals, and the tests hold them to it.
+Plain torch ops are enough: autograd supplies the gradient. The built-in variants go faster with hand-written
+gradients (CosinePairs, DistancePairs; bench.py measures them), but each names the plain formula it equals, built
+from the building blocks below, and the tests hold them to it.
 """
 
 import math
@@ -71,27 +72,18 @@ def exp_pairs_(x):
     return e, x_max, e.sum((1, 2))
 
 
-class LogMeanExp(torch.autograd.Function):
-    """log mean_{i!=j} exp(x_ij) per sequence of x (B, T, T): logsumexp over the T(T-1) off-diagonal entries
-    minus log(T(T-1)). Its gradient is the softmax over the pairs, p_ij = e_ij / sum_{k!=l} e_kl (0 on the
-    diagonal), kept from the forward: one kernel backward instead of autograd's masking and exp."""
-
-    @staticmethod
-    def forward(ctx, x):
-        T = x.size(-1)
-        e, x_max, total = exp_pairs_(x.clone())
-        ctx.save_for_backward(e, total)
-        return x_max + total.log() - math.log(T * (T - 1))  # (B,)
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        e, total = ctx.saved_tensors
-        return e * (grad_loss / total)[:, None, None]
-
-
 def log_mean_exp(x):
-    """log mean_{i!=j} exp(x_ij) per sequence, (B,) from x (B, T, T); see LogMeanExp."""
-    return LogMeanExp.apply(x)
+    """log mean_{i!=j} exp(x_ij) = logsumexp over the T(T-1) off-diagonal entries - log(T(T-1))."""
+    T = x.size(-1)
+    x = x.masked_fill(~off_diagonal(T, x.device), float("-inf"))  # (B, T, T)
+    return torch.logsumexp(x.flatten(1), dim=1) - math.log(T * (T - 1))  # (B,)
+
+
+def entropy_rows(x):
+    """H_i = -sum_{j!=i} p_ij log p_ij with p_i = softmax_{j!=i}(x_i): the entropy of each row, (B, T) in nats."""
+    keep = off_diagonal(x.size(-1), x.device)  # (T, T)
+    logp = F.log_softmax(x.masked_fill(~keep, float("-inf")), dim=-1)  # (B, T, T)
+    return -(logp.exp() * logp.masked_fill(~keep, 0.0)).sum(-1)  # masking avoids 0 * -inf on i == j
 
 
 def mean_pairs(x):
@@ -116,8 +108,9 @@ def cosine(z, *, tau, **_):
 
 
 def l2_repel(z, *, tau, norm_weight, **_):
-    """log mean_{i!=j} exp(-||z_i - z_j||^2 / tau) + norm_weight * mean(z^2) over tokens and channels."""
-    return log_mean_exp(squared_distances(z) / -tau) + norm_weight * z.pow(2).mean((1, 2))
+    """log mean_{i!=j} exp(-||z_i - z_j||^2 / tau) + norm_weight * mean(z^2) over tokens and channels.
+    Value and gradient of log_mean_exp(squared_distances(z) / -tau) + ..., computed by DistancePairs."""
+    return DistancePairs.apply(z, "l2_repel", tau) + norm_weight * z.pow(2).mean((1, 2))
 
 
 def orthogonal(z, *, margin, clamp, **_):
@@ -134,11 +127,9 @@ def decorrelation(z, **_):
 
 
 def entropy(z, *, tau, **_):
-    """-mean_i H_i, H_i = -sum_{j!=i} p_ij log p_ij (nats), p_i = softmax_{j!=i}(-||z_i - z_j||^2 / tau)."""
-    keep = off_diagonal(z.size(1), z.device)  # (T, T)
-    logp = F.log_softmax((squared_distances(z) / -tau).masked_fill(~keep, float("-inf")), dim=-1)  # (B, T, T)
-    H = -(logp.exp() * logp.masked_fill(~keep, 0.0)).sum(-1)  # (B, T); masking avoids 0 * -inf on i == j
-    return -H.mean(-1)
+    """-mean_i H_i, H_i = -sum_{j!=i} p_ij log p_ij (nats), p_i = softmax_{j!=i}(-||z_i - z_j||^2 / tau).
+    Value and gradient of -entropy_rows(squared_distances(z) / -tau).mean(-1), computed by DistancePairs."""
+    return DistancePairs.apply(z, "entropy", tau)
 
 
 # -----------------------------------------------------------------------------
@@ -204,6 +195,53 @@ class CosinePairs(torch.autograd.Function):
         return d_z, None, None, None, None
 
 
+
+class DistancePairs(torch.autograd.Function):
+    """The two variants built on squared distances d_ij = ||z_i - z_j||^2 of z (B, T, C), per sequence, x = -d / tau:
+        l2_repel   log mean_{i!=j} exp(x_ij)                          (the caller adds its norm term)
+        entropy    -mean_i H_i, H_i = -sum_{j!=i} p_ij log p_ij,  p_i = softmax_{j!=i}(x_i)
+    As CosinePairs: the forward computes the loss and W_ij = d loss / d d_ij, and the backward, with S = W + W^T,
+        d loss / d z_i = 2 sum_j S_ij (z_i - z_j) = 2 (rowsum(S)_i z_i - (S z)_i).
+    W for l2_repel: -p_ij / tau, p the softmax over all pairs. For entropy, d H_i / d x_ij = -p_ij (log p_ij + H_i),
+    so W_ij = -p_ij (log p_ij + H_i) / (T tau). z is centred over the sequence first (as in squared_distances);
+    the centring passes the gradient through unchanged, as the rows of a symmetric S sum to what its columns do.
+    """
+
+    @staticmethod
+    def forward(ctx, z, kind, tau):
+        T = z.size(1)
+        z = z - z.mean(dim=1, keepdim=True)  # (B, T, C)
+        sq = torch.linalg.vecdot(z, z)  # (B, T)
+        d = torch.baddbmm(sq[:, :, None] + sq[:, None, :], z, z.transpose(1, 2), alpha=-2)  # (B, T, T)
+        x = d.clamp_min_(0).mul_(-1 / tau)  # rounding can leave tiny negative distances
+        if kind == "l2_repel":
+            e, x_max, total = exp_pairs_(x)
+            loss = x_max + total.log() - math.log(T * (T - 1))
+            S = e.mul_((-2 / tau) / total[:, None, None])  # W + W^T = 2W: W is symmetric
+        else:  # entropy: a softmax over j != i in each row i
+            x.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
+            x = x.sub_(x.amax(-1, keepdim=True)).clamp_min_(-UNDERFLOW)  # (B, T, T); the floor as in exp_pairs_
+            p = x.exp()
+            p.diagonal(dim1=1, dim2=2).zero_()
+            total = p.sum(-1, keepdim=True)  # (B, T, 1)
+            p /= total
+            logp = x.sub_(total.log())  # (B, T, T); finite on the diagonal, where p is 0
+            H = -torch.linalg.vecdot(p, logp)  # (B, T)
+            loss = -H.mean(-1)
+            W = logp.add_(H[:, :, None]).mul_(p).mul_(-1 / (T * tau))  # (B, T, T)
+            S = W + W.transpose(1, 2)
+        ctx.save_for_backward(z, S)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        z, S = ctx.saved_tensors
+        with torch.autocast(device_type=z.device.type, enabled=False):  # fp32 like the forward
+            S = S * (2 * grad_loss)[:, None, None]  # (B, T, T)
+            d_z = torch.baddbmm(S.sum(-1, keepdim=True) * z, S, z, alpha=-1)  # (B, T, C)
+        return d_z, None, None
+
+
 VARIANTS = {
     "angular": angular,
     "cosine": cosine,
@@ -244,9 +282,8 @@ def dispersion_loss(z, variant="angular", *, tau=1.0, clamp=0.1, margin=0.5, nor
 
     Precision: computed in fp32 with autocast disabled, whatever the input dtype (fp64 input stays fp64).
     Extra activation memory, with m = min(T, max_tokens): 4 * B * (a * m * C + k * m^2) bytes kept for backward,
-    a = 1 or 2 copies of (B, m, C) and k = 1..4 pairwise (B, m, m) matrices by variant: a = k = 1 for the four
-    that CosinePairs computes (the unit vectors and W), 2 and 2 for l2_repel, 1 and 4 for entropy; bench.py
-    measures a and k.
+    a copies of (B, m, C) and k pairwise (B, m, m) matrices: a = k = 1 (the unit or centred vectors and one
+    gradient matrix), except l2_repel, a = 2 (its norm term keeps z); bench.py measures a and k.
     Bounded by max_tokens whatever T is.
     """
     check_settings(variant, tau=tau, clamp=clamp, margin=margin, norm_weight=norm_weight, max_tokens=max_tokens)

@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dispersion import VARIANTS, angles, cosines, dispersion_loss, mean_pairs, select_layers, squared_distances
+from dispersion import (VARIANTS, angles, cosines, dispersion_loss, entropy_rows, log_mean_exp, mean_pairs,
+                        select_layers, squared_distances)
 
 SETTINGS = dict(tau=0.7, clamp=0.1, margin=0.5, norm_weight=0.1)  # tau != 1 so a misplaced tau shows
 
@@ -148,29 +149,21 @@ def test_straight_through_gradient_is_the_slope_at_the_band_edge(theta):
     assert torch.allclose(z.grad[0, 0], slope * math.sin(theta) * torch.tensor([0.0, 1.0], dtype=torch.float64))
 
 
-def written_out_log_mean_exp(x):
-    """log mean_{i!=j} exp(x_ij) through autograd: mask the diagonal, torch.logsumexp over the pairs."""
-    T = x.size(-1)
-    x = x.masked_fill(torch.eye(T, dtype=torch.bool), float("-inf"))
-    return torch.logsumexp(x.flatten(1), dim=1) - math.log(T * (T - 1))
-
-
-@pytest.mark.parametrize("variant", ["angular", "cosine", "l2_repel", "orthogonal", "decorrelation"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("case", list(edge_cases()) + ["below_eps", "far_apart"])
 def test_fused_gradient_equals_autograd_through_the_written_out_formula(variant, case):
-    """angular, cosine, orthogonal and decorrelation run through CosinePairs' hand-written backward, l2_repel
-    through LogMeanExp's;
-    autograd through the plain formula must give the same value and gradient, also for pairs beyond the clamp
-    band (identical, antipodal tokens), for zero vectors, for a token of norm 1e-7 (floored at eps = 1e-6), and
-    for tokens so far apart that most exp terms underflow (the UNDERFLOW floor must not change the result)."""
+    """Every variant runs through a hand-written backward (CosinePairs or DistancePairs); autograd through the
+    plain formula, built from dispersion.py's building blocks, must give the same value and gradient, also for
+    pairs beyond the clamp band (identical, antipodal tokens), for zero vectors, for a token of norm 1e-7 (floored
+    at eps = 1e-6), and for tokens so far apart that most exp terms underflow (the UNDERFLOW floor must not show)."""
     tau, clamp, margin, norm_weight = SETTINGS["tau"], SETTINGS["clamp"], SETTINGS["margin"], SETTINGS["norm_weight"]
     written_out = {
-        "angular": lambda z: written_out_log_mean_exp(angles(z, clamp) / -tau),
-        "cosine": lambda z: written_out_log_mean_exp(cosines(z) / tau),
-        "l2_repel": lambda z: (written_out_log_mean_exp(squared_distances(z) / -tau)
-                               + norm_weight * z.pow(2).mean((1, 2))),
+        "angular": lambda z: log_mean_exp(angles(z, clamp) / -tau),
+        "cosine": lambda z: log_mean_exp(cosines(z) / tau),
+        "l2_repel": lambda z: log_mean_exp(squared_distances(z) / -tau) + norm_weight * z.pow(2).mean((1, 2)),
         "orthogonal": lambda z: mean_pairs(F.relu(margin - angles(z, clamp)).pow(2)),
         "decorrelation": lambda z: mean_pairs(cosines(z - z.mean(dim=-1, keepdim=True)).pow(2)),
+        "entropy": lambda z: -entropy_rows(squared_distances(z) / -tau).mean(-1),
     }[variant]
     g = torch.Generator().manual_seed(3)
     below_eps = torch.randn(2, 4, 6, generator=g)
