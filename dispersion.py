@@ -29,7 +29,8 @@ UNDERFLOW = 80.0  # exp terms below e^-80 (1.8e-35) of the largest are raised to
 
 
 # -----------------------------------------------------------------------------
-# pairwise building blocks, all (B, T, T) over the tokens of each sequence
+# pairwise building blocks, all (B, T, T) over the tokens of each sequence: the plain forms of the variants (the
+# tests hold the hand-written gradients below to autograd through them) and the parts to build a new loss from
 
 def cosines(z):
     """c_ij = u_i . u_j with u_i = z_i / max(||z_i||, eps)."""
@@ -98,42 +99,49 @@ def mean_pairs(x):
 def angular(z, *, tau, clamp, **_):
     """angular spread: log mean_{i!=j} exp(-a_ij / tau). Orthogonal tokens give -0.5 (tau = 1).
     Value and gradient of log_mean_exp(angles(z, clamp) / -tau), computed by CosinePairs."""
-    return CosinePairs.apply(z, "angular", tau, clamp, 0.0)
+    return cosine_pairs(z, "angular", tau=tau, clamp=clamp)
 
 
 def cosine(z, *, tau, **_):
     """InfoNCE on cosine (Wang & He 2025): log mean_{i!=j} exp(c_ij / tau).
     Value and gradient of log_mean_exp(cosines(z) / tau), computed by CosinePairs."""
-    return CosinePairs.apply(z, "cosine", tau, 0.0, 0.0)
+    return cosine_pairs(z, "cosine", tau=tau)
 
 
 def l2_repel(z, *, tau, norm_weight, **_):
     """log mean_{i!=j} exp(-||z_i - z_j||^2 / tau) + norm_weight * mean(z^2) over tokens and channels.
     Value and gradient of log_mean_exp(squared_distances(z) / -tau) + ..., computed by DistancePairs."""
-    return DistancePairs.apply(z, "l2_repel", tau) + norm_weight * z.pow(2).mean((1, 2))
+    return distance_pairs(z, "l2_repel", tau=tau) + norm_weight * z.pow(2).mean((1, 2))
 
 
 def orthogonal(z, *, margin, clamp, **_):
     """hinge: mean_{i!=j} max(0, margin - a_ij)^2; margin 0.5 = 90 degrees.
     Value and gradient of mean_pairs(F.relu(margin - angles(z, clamp)).pow(2)), computed by CosinePairs."""
-    return CosinePairs.apply(z, "orthogonal", 1.0, clamp, margin)
+    return cosine_pairs(z, "orthogonal", clamp=clamp, margin=margin)
 
 
 def decorrelation(z, **_):
     """mean_{i!=j} r_ij^2, r_ij = Pearson correlation of the feature vectors z_i and z_j (over channels),
     i.e. the cosine of the token vectors after each is centred over its channels; eps floors the std.
     Value and gradient of mean_pairs(cosines(z - z.mean(dim=-1, keepdim=True)).pow(2)), computed by CosinePairs."""
-    return CosinePairs.apply(z - z.mean(dim=-1, keepdim=True), "decorrelation", 1.0, 0.0, 0.0)
+    return cosine_pairs(z - z.mean(dim=-1, keepdim=True), "decorrelation")
 
 
 def entropy(z, *, tau, **_):
     """-mean_i H_i, H_i = -sum_{j!=i} p_ij log p_ij (nats), p_i = softmax_{j!=i}(-||z_i - z_j||^2 / tau).
     Value and gradient of -entropy_rows(squared_distances(z) / -tau).mean(-1), computed by DistancePairs."""
-    return DistancePairs.apply(z, "entropy", tau)
+    return distance_pairs(z, "entropy", tau=tau)
 
 
 # -----------------------------------------------------------------------------
-# the default loss, fused: log mean_{i!=j} exp(f(c_ij)) with a hand-written gradient
+# the variants' computation: forward and a hand-written backward, in a few large kernels instead of many small
+
+def first_derivative_only():
+    """The hand-written backwards are not differentiable themselves; autograd would take their derivative as 0."""
+    if torch.is_grad_enabled():  # inside a backward only under create_graph=True
+        raise RuntimeError("the dispersion losses have first derivatives only: backward(create_graph=True), as in "
+                           "gradient penalties or double backward, is not supported")
+
 
 class CosinePairs(torch.autograd.Function):
     """The four variants that are functions of the pairwise cosines c_ij of z (B, T, C), per sequence:
@@ -166,7 +174,7 @@ class CosinePairs(torch.autograd.Function):
             edge = 1 - max(clamp, 1e-6)  # as in angles(): delta = 0 is floored so the slope at +-1 stays finite
             c = c.clamp_(-edge, edge)
             a = torch.arccos(c).mul_(1 / math.pi)  # (B, T, T) angles in [0, 1]
-            da_dc = c.mul_(c).neg_().add_(1).rsqrt_().mul_(-1 / math.pi)  # (B, T, T), in place of c
+            da_dc = c.mul_(c).neg_().add_(1).rsqrt_().mul_(-1 / math.pi)  # -1 / (pi sqrt(1 - c*^2)), in place of c
         if kind == "angular":
             e, a_max, total = exp_pairs_(a.mul_(-1 / tau))  # exp(-a_ij / tau - max), 0 on the diagonal
             loss = a_max + total.log() - math.log(T * (T - 1))
@@ -187,6 +195,7 @@ class CosinePairs(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
+        first_derivative_only()
         u, inv_norm, tiny, W = ctx.saved_tensors
         with torch.autocast(device_type=u.device.type, enabled=False):  # fp32 like the forward
             d_u = torch.bmm(W * (2 * grad_loss)[:, None, None], u)  # (B, T, C); 2x: c_ij and c_ji
@@ -235,12 +244,21 @@ class DistancePairs(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss):
+        first_derivative_only()
         z, S = ctx.saved_tensors
         with torch.autocast(device_type=z.device.type, enabled=False):  # fp32 like the forward
             S = S * (2 * grad_loss)[:, None, None]  # (B, T, T)
             d_z = torch.baddbmm(S.sum(-1, keepdim=True) * z, S, z, alpha=-1)  # (B, T, C)
         return d_z, None, None
 
+
+
+def cosine_pairs(z, kind, *, tau=1.0, clamp=0.0, margin=0.0):
+    return CosinePairs.apply(z, kind, tau, clamp, margin)  # autograd.Function.apply takes no keywords
+
+
+def distance_pairs(z, kind, *, tau=1.0):
+    return DistancePairs.apply(z, kind, tau)
 
 VARIANTS = {
     "angular": angular,

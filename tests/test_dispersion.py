@@ -178,6 +178,25 @@ def test_fused_gradient_equals_autograd_through_the_written_out_formula(variant,
     assert torch.allclose(z.grad, z_ref.grad, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_fused_gradient_in_float32_agrees_with_float64(variant):
+    """Training runs in fp32: value and gradient there agree with the fp64 result to fp32 accuracy."""
+    z = torch.randn(3, 32, 16, generator=torch.Generator().manual_seed(4))
+    z32, z64 = z.clone().requires_grad_(), z.double().requires_grad_()
+    loss32, loss64 = (dispersion_loss(x, variant, max_tokens=None, **SETTINGS) for x in (z32, z64))
+    loss32.backward()
+    loss64.backward()
+    assert loss32.item() == pytest.approx(loss64.item(), rel=1e-5, abs=1e-6)
+    assert torch.allclose(z32.grad.double(), z64.grad, rtol=1e-3, atol=1e-4 * z64.grad.abs().max().item())
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_second_derivatives_raise_instead_of_being_wrong(variant):
+    z = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(5), requires_grad=True)
+    with pytest.raises(RuntimeError, match="first derivatives only"):
+        torch.autograd.grad(dispersion_loss(z, variant, **SETTINGS), z, create_graph=True)
+
+
 # -----------------------------------------------------------------------------
 # invariances
 
