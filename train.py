@@ -13,11 +13,10 @@ Settings are the module-level names below; a config file (plain Python) and then
 overrides change them, left to right (see configurator.py).
 """
 
-import atexit
-import contextlib
 import json
 import math
 import os
+import socket
 import sys
 import time
 from dataclasses import asdict
@@ -181,43 +180,33 @@ eval_offsets = {s: torch.randint(split_length(s) - block_size, (eval_iters, batc
 
 
 def claim_out_dir():
-    """One run at a time per out_dir: out_dir/train.pid holds the training process's id while it runs. A second
-    run started into the folder stops here, before it reads or writes anything there; the pid file of a run
-    that died (its process is gone) is taken over."""
-    path, mine = os.path.join(out_dir, "train.pid"), os.path.join(out_dir, f"train.pid.{os.getpid()}")
+    """One run at a time per out_dir: the training process (rank 0) holds an exclusive lock on out_dir/train.lock
+    while it lives, and the kernel lets go when the process ends, however it ends. A second run started into the
+    folder stops here, before its rank 0 reads or writes anything there. Returns the open lock file; closing it
+    would release the lock. (Windows has no flock: there the check is skipped.)"""
     try:
         os.makedirs(out_dir, exist_ok=True)
-        with open(mine, "w") as f:
-            f.write(str(os.getpid()))
+        lock = open(os.path.join(out_dir, "train.lock"), "a+")
     except OSError as e:
         sys.exit(f"error: cannot write to out_dir {out_dir} ({e.strerror or e}); pick a folder you can write to.")
     try:
-        while True:
-            try:
-                os.link(mine, path)  # atomic, and fails if the file exists: two runs cannot both claim the folder
-                atexit.register(os.remove, path)
-                return
-            except FileExistsError:
-                pid = "unknown"
-                try:
-                    with open(path) as f:
-                        pid = int(f.read())
-                    os.kill(pid, 0)  # signal 0 only asks whether the process exists
-                except PermissionError:  # it does, under another user
-                    pass
-                except (FileNotFoundError, ValueError, ProcessLookupError):  # gone meanwhile, unreadable, or stale
-                    with contextlib.suppress(FileNotFoundError):
-                        os.remove(path)
-                    continue
-                sys.exit(f"error: another run (process {pid}) is training into {out_dir}; wait for it to finish "
-                         "or pick another --out_dir.")
-    finally:
-        os.remove(mine)
+        import fcntl
+    except ImportError:
+        return lock
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        sys.exit(f"error: another run ({lock.read().strip() or 'a process'}) is training into {out_dir}; wait for it "
+                 "to finish or pick another --out_dir.")
+    lock.truncate(0)
+    lock.write(f"process {os.getpid()} on {socket.gethostname()}")
+    lock.flush()
+    return lock
 
 
 # model
-if master:
-    claim_out_dir()
+out_dir_lock = claim_out_dir() if master else None  # held open until this process ends
 model_args = asdict(config_from_settings(config, meta["vocab_size"]))  # saved in the checkpoint
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 iter_num, best_val_loss, ckpt = 0, float("inf"), None
@@ -363,7 +352,8 @@ def save_checkpoint(batch_state):
                     "cuda": [gpu for _, gpu in states] if device_type == "cuda" else None}}
     tmp = ckpt_path + ".tmp"
     try:
-        torch.save(ckpt, tmp)
+        with open(tmp, "wb") as f:  # a file object: a full disk then raises OSError (given a path, RuntimeError)
+            torch.save(ckpt, f)
         os.replace(tmp, ckpt_path)
     except OSError as e:  # e.g. a full disk: say so in one line; the previous ckpt.pt is untouched
         if os.path.exists(tmp):

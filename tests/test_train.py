@@ -148,15 +148,17 @@ def test_resume_is_exact(base_run, data_dir, tmp_path):
     assert read_metrics(tampered)[0][6]["loss"] != base_steps[6]["loss"]
 
 
-# Runs train.py in this interpreter with torch.save replaced by one that writes a few bytes and then fails,
-# as a crash or a full disk in the middle of writing a checkpoint would.
-CRASHING_SAVE = """
+# Runs train.py in this interpreter with torch.save replaced by one that writes the first bytes into the file
+# train.py opened and then has the real torch.save write to /dev/full, a device that is always full: the error
+# is the one a full disk gives. (Given a path instead of a file object, the first write fails the test.)
+FULL_DISK_SAVE = """
 import runpy, sys, torch
-def crash_mid_write(obj, path, *args, **kwargs):
-    with open(path, "wb") as f:
-        f.write(b"PK\\x03\\x04 the first bytes of a zip file, and then nothing")
-    raise OSError("simulated crash while writing a checkpoint")
-torch.save = crash_mid_write
+real_save = torch.save
+def save_onto_a_full_disk(obj, f, *args, **kwargs):
+    f.write(b"PK\\x03\\x04 the first bytes of a zip file, and then nothing")
+    with open("/dev/full", "wb") as full:
+        real_save(obj, full, *args, **kwargs)
+torch.save = save_onto_a_full_disk
 sys.path.insert(0, ".")
 sys.argv = ["train.py", *sys.argv[1:]]
 runpy.run_path("train.py", run_name="__main__")
@@ -178,11 +180,12 @@ def test_resume_after_a_crash_logs_each_iteration_once(base_run, data_dir, tmp_p
     assert [steps[i]["loss"] for i in sorted(steps)] == [base_steps[i]["loss"] for i in sorted(base_steps)]
 
 
-def test_crash_while_saving_keeps_the_previous_checkpoint(base_run, data_dir, tmp_path):
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(base_run, data_dir, tmp_path):
     out_dir = copy_run(base_run, tmp_path)
     before = (out_dir / "ckpt.pt").read_bytes()
-    result = train(out_dir, data_dir, "--init_from=resume", "--max_iters=18", script=CRASHING_SAVE, check=False)
-    assert_clean_error(result, "could not write the checkpoint", "simulated crash", "--init_from=resume")
+    result = train(out_dir, data_dir, "--init_from=resume", "--max_iters=18", script=FULL_DISK_SAVE, check=False)
+    assert_clean_error(result, "could not write the checkpoint", "No space left on device", "--init_from=resume")
     assert read_metrics(out_dir)[1][18]  # it got as far as the evaluation before the save
     assert (out_dir / "ckpt.pt").read_bytes() == before
     assert not (out_dir / "ckpt.pt.tmp").exists()  # the partial write went to a side file, removed after
@@ -280,19 +283,22 @@ def test_scratch_run_never_overwrites_a_checkpoint(base_run, data_dir, tmp_path)
 
 
 def test_one_run_at_a_time_per_out_dir(base_run, data_dir, tmp_path):
-    """A pid file naming a live process (this one) stops a second run before it touches the folder; one naming
-    a process that has exited is stale and taken over, and the run removes its own pid file when it ends."""
+    """While a process holds out_dir/train.lock (here this test, as a running run would), a second run stops
+    before it touches the folder; once the lock is let go, the folder is free again."""
+    fcntl = pytest.importorskip("fcntl")
     out_dir = copy_run(base_run, tmp_path)
-    (out_dir / "train.pid").write_text(str(os.getpid()))
-    files = {p.name: p.read_bytes() for p in out_dir.iterdir()}
-    result = train(out_dir, data_dir, "--init_from=resume", "--max_iters=13", check=False)
-    assert_clean_error(result, f"another run (process {os.getpid()})", "--out_dir")
-    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == files  # nothing changed, no file added
-
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (out_dir / "train.pid").write_text(finished.stdout.strip())  # a run that died without cleaning up
-    train(out_dir, data_dir, "--init_from=resume", "--max_iters=13")
-    assert sorted(p.name for p in out_dir.iterdir()) == ["ckpt.pt", "config.json", "metrics.jsonl"]
+    with open(out_dir / "train.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.truncate(0)  # the copied run left its own line there
+        lock.write("process 4242 on somehost")
+        lock.flush()
+        files = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+        result = train(out_dir, data_dir, "--init_from=resume", "--max_iters=13", check=False)
+        assert_clean_error(result, "another run (process 4242 on somehost)", "--out_dir")
+        assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == files  # nothing changed, no file added
+    train(out_dir, data_dir, "--init_from=resume", "--max_iters=13")  # a lock file left behind is no lock
+    assert (out_dir / "train.lock").read_text().startswith("process ")  # the new holder's line, not 4242
+    assert "4242" not in (out_dir / "train.lock").read_text()
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(base_run, data_dir, tmp_path):
