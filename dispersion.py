@@ -204,7 +204,6 @@ class CosinePairs(torch.autograd.Function):
         return d_z, None, None, None, None
 
 
-
 class DistancePairs(torch.autograd.Function):
     """The two variants built on squared distances d_ij = ||z_i - z_j||^2 of z (B, T, C), per sequence, x = -d / tau:
         l2_repel   log mean_{i!=j} exp(x_ij)                          (the caller adds its norm term)
@@ -252,13 +251,13 @@ class DistancePairs(torch.autograd.Function):
         return d_z, None, None
 
 
-
 def cosine_pairs(z, kind, *, tau=1.0, clamp=0.0, margin=0.0):
     return CosinePairs.apply(z, kind, tau, clamp, margin)  # autograd.Function.apply takes no keywords
 
 
 def distance_pairs(z, kind, *, tau=1.0):
     return DistancePairs.apply(z, kind, tau)
+
 
 VARIANTS = {
     "angular": angular,
