@@ -65,12 +65,14 @@ def off_diagonal(T, device):
 def exp_pairs_(x):
     """In place on x (B, T, T): e_ij = exp(x_ij - x_max) for i != j and 0 on the diagonal, with x_max (B,) the
     largest off-diagonal entry (so no term overflows) and arguments below -UNDERFLOW raised to it.
-    Returns e, x_max and the sum of e per sequence (B,)."""
+    Returns e, its sum per sequence (B,), and log mean_{i!=j} exp(x_ij) (B,)."""
+    T = x.size(-1)
     x.diagonal(dim1=1, dim2=2).fill_(float("-inf"))  # i == j is not a pair
     x_max = x.flatten(1).amax(1)  # (B,)
     e = x.sub_(x_max[:, None, None]).clamp_min_(-UNDERFLOW).exp_()  # (B, T, T)
     e.diagonal(dim1=1, dim2=2).zero_()
-    return e, x_max, e.sum((1, 2))
+    total = e.sum((1, 2))
+    return e, total, x_max + total.log() - math.log(T * (T - 1))
 
 
 def log_mean_exp(x):
@@ -176,12 +178,10 @@ class CosinePairs(torch.autograd.Function):
             a = torch.arccos(c).mul_(1 / math.pi)  # (B, T, T) angles in [0, 1]
             da_dc = c.mul_(c).neg_().add_(1).rsqrt_().mul_(-1 / math.pi)  # -1 / (pi sqrt(1 - c*^2)), in place of c
         if kind == "angular":
-            e, a_max, total = exp_pairs_(a.mul_(-1 / tau))  # exp(-a_ij / tau - max), 0 on the diagonal
-            loss = a_max + total.log() - math.log(T * (T - 1))
+            e, total, loss = exp_pairs_(a.mul_(-1 / tau))  # exp(-a_ij / tau - max), 0 on the diagonal
             W = e.mul_(da_dc).mul_((-1 / tau) / total[:, None, None])
         elif kind == "cosine":
-            e, c_max, total = exp_pairs_(c.mul_(1 / tau))
-            loss = c_max + total.log() - math.log(T * (T - 1))
+            e, total, loss = exp_pairs_(c.mul_(1 / tau))
             W = e.mul_((1 / tau) / total[:, None, None])
         else:  # a mean over the pairs of h_ij^2: h = relu(margin - a) (orthogonal) or h = c (decorrelation)
             h = a.neg_().add_(margin).clamp_min_(0) if kind == "orthogonal" else c
@@ -223,8 +223,7 @@ class DistancePairs(torch.autograd.Function):
         d = torch.baddbmm(sq[:, :, None] + sq[:, None, :], z, z.transpose(1, 2), alpha=-2)  # (B, T, T)
         x = d.clamp_min_(0).mul_(-1 / tau)  # rounding can leave tiny negative distances
         if kind == "l2_repel":
-            e, x_max, total = exp_pairs_(x)
-            loss = x_max + total.log() - math.log(T * (T - 1))
+            e, total, loss = exp_pairs_(x)
             S = e.mul_((-2 / tau) / total[:, None, None])  # W + W^T = 2W: W is symmetric
         else:  # entropy: a softmax over j != i in each row i
             x.diagonal(dim1=1, dim2=2).fill_(float("-inf"))
