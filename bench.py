@@ -42,8 +42,9 @@ import torch
 
 from configurator import configure
 from dispersion import VARIANTS, dispersion_loss, select_layers
-from measure import add_batch, data_meta, measure, train_settings, val_windows
+from measure import add_batch, data_meta, measure, val_windows
 from model import GPT, config_from_settings, peak_flops, pick_device
+from settings import defaults
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 BENCH_SETTINGS = dict(
@@ -70,7 +71,7 @@ BENCH_SETTINGS = dict(
 
 def read_settings(args):
     """(settings, the arguments for train.py): bench's own --key=value overrides are not passed on."""
-    s = SimpleNamespace(**configure({**train_settings(), **BENCH_SETTINGS}, args))
+    s = SimpleNamespace(**configure({**defaults(), **BENCH_SETTINGS}, args))
     train_args = [a if a.startswith("--") else os.path.abspath(a) for a in args
                   if not (a.startswith("--") and a[2:].partition("=")[0] in BENCH_SETTINGS)]
     names = list(VARIANTS) if s.variants == "all" else [v.strip() for v in s.variants.split(",") if v.strip()]

@@ -19,7 +19,6 @@ a table per model:
     python measure.py --history=out/tiny_disp                 # condensation over training, from metrics.jsonl
 """
 
-import ast
 import json
 import math
 import os
@@ -33,6 +32,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from configurator import configure
 from model import GPT, config_from_settings, load_checkpoint, model_from_checkpoint
+from settings import defaults
 
 # -----------------------------------------------------------------------------
 # library: statistics of hidden states
@@ -267,23 +267,7 @@ def text_windows(text, encode, n, length):
 
 
 # -----------------------------------------------------------------------------
-# command: settings are train.py's (so its config files work here) plus these
-
-
-def train_settings():
-    """train.py's settings: its module-level `name = literal` lines before `defaults = ...`, read, not run."""
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "train.py")) as f:
-        tree = ast.parse(f.read())
-    settings = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            if node.targets[0].id == "defaults":
-                break
-            try:
-                settings[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                continue  # not a plain setting
-    return settings
+# command: settings are settings.py's (so train.py's config files work here) plus these
 
 
 MEASURE_SETTINGS = dict(
@@ -455,7 +439,7 @@ def plot_history(out_dir, path):
 
 
 def command(args):
-    s = SimpleNamespace(**configure({**train_settings(), **MEASURE_SETTINGS}, args))
+    s = SimpleNamespace(**configure({**defaults(), **MEASURE_SETTINGS}, args))
     modes = [m for m in ("history", "compare", "hf", "init") if getattr(s, m)]
     if len(modes) > 1:
         raise ValueError(f"give only one of --history, --compare, --hf and --init, not {' and '.join(modes)}.")

@@ -9,14 +9,14 @@ Several GPUs or processes (DDP):
 Across nodes, on every node (node_rank 0 and 1 here):
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=HOST --master_port=29500 train.py ...
 
-Settings are the module-level names below; a config file (plain Python) and then --key=value
-overrides change them, left to right (see configurator.py).
+Settings: every name in settings.py, with its default and meaning; a config file (plain Python) and then
+--key=value overrides change them, left to right (configurator.py). The plumbing (the out_dir lock, atomic
+checkpoints, metrics.jsonl) is in train_utils.py.
 """
 
 import json
 import math
 import os
-import socket
 import sys
 import time
 from dataclasses import asdict
@@ -29,63 +29,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from configurator import ConfigError, configure
 from dispersion import check_settings, dispersion_loss, select_layers
 from model import GPT, GPTConfig, config_from_settings, load_checkpoint, peak_flops, pick_device
+from settings import *  # every setting, with its default and meaning: out_dir, batch_size, n_layer, ...
+from train_utils import (append_metrics, claim_out_dir, peak_memory_mb, restore_rng, rng_states, start_metrics,
+                         stop_if_nonfinite, write_checkpoint)
 
-# -----------------------------------------------------------------------------
-# default settings: a small character-level model on Shakespeare
-# I/O
-out_dir = "out"  # checkpoint, config.json and metrics.jsonl go here
-eval_interval = 250  # evaluate (and checkpoint) every this many iterations
-log_interval = 10  # print and record one training line every this many iterations
-eval_iters = 20  # fixed batches per split in each evaluation
-always_save_checkpoint = True  # save at every evaluation, not only when val loss improves
-init_from = "scratch"  # 'scratch', 'resume' (from out_dir/ckpt.pt) or a GPT-2 name such as 'gpt2'
-seed = 1337  # seeds the model, the batches and the fixed evaluation batches
-# data
-dataset = "shakespeare_char"  # a folder under data/ holding train.bin, val.bin and meta.json
-data_dir = ""  # the data set's folder if it is not data/<dataset>, e.g. one made elsewhere by data/prepare_text.py
-gradient_accumulation_steps = 1  # global count of micro-batches per step, divided among processes
-batch_size = 32  # sequences per micro-batch, per process
-block_size = 256  # tokens per sequence
-# model
-n_layer = 6
-n_head = 6
-n_embd = 384
-mlp_dim = 0  # MLP hidden width; 0 means 4 * n_embd (GPT-2)
-dropout = 0.0  # 0 for pre-training, 0.1+ when fine-tuning small data
-bias = False  # biases in Linear and LayerNorm layers
-# AdamW optimizer and learning-rate schedule
-learning_rate = 1e-3  # peak learning rate
-max_iters = 5000  # total optimizer steps
-weight_decay = 0.1  # on weight matrices only
-beta1 = 0.9
-beta2 = 0.95
-grad_clip = 1.0  # clip the global gradient norm to this; 0 disables
-warmup_iters = 100  # linear warm-up steps
-lr_decay_iters = 0  # cosine decay ends here; 0 means max_iters
-min_lr = 1e-4  # learning rate at the end of the decay, about learning_rate / 10 (Chinchilla)
-# dispersion loss (dispersion.py; ../shared/reference/condensation-and-dispersion.md section 3)
-dispersion_weight = 0.0  # total loss = cross-entropy + weight * dispersion; 0 turns it off entirely
-dispersion_variant = "angular"  # angular, cosine, l2_repel, orthogonal, decorrelation, entropy
-dispersion_layers = "all"  # all, last, early_half, late_half, or hidden-state indices like "1,3,5"
-dispersion_tau = 1.0  # temperature of the exp-based variants
-dispersion_clamp = 0.1  # delta of the straight-through clamp on the cosine, in [0, 1)
-dispersion_margin = 0.5  # hinge margin of 'orthogonal', as a fraction of pi
-dispersion_norm_weight = 0.1  # weight of the mean(z^2) term of 'l2_repel'
-dispersion_tokens = 256  # tokens sampled per sequence for the loss; 0 keeps all of them (exact)
-# the paper's baselines (section 4 of the reference)
-embed_noise_alpha = 0.0  # NEFTune: uniform noise alpha / sqrt(T * C) on token embeddings, training only
-forget_every = 0  # active forgetting: re-initialise the token embedding every this many steps; 0 = off
-# condensation tracking at each evaluation (measure.py)
-track_sequences = 16  # fixed validation windows measured at each evaluation; 0 turns tracking off
-# system
-device = ""  # cpu, cuda, cuda:3, mps; empty picks cuda, then mps, then cpu
-dtype = ""  # float32, bfloat16 or float16; empty picks bfloat16 where supported, else float32
-compile = None  # torch.compile the model; None means on for CUDA only
-backend = ""  # DDP backend; empty picks nccl on CUDA, gloo otherwise
-# -----------------------------------------------------------------------------
-defaults = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str, type(None)))}
+# config files and --key=value overrides replace the defaults imported above (configurator.py)
 try:
-    config = configure(defaults, sys.argv[1:])
+    config = configure(defaults(), sys.argv[1:])
 except ConfigError as e:
     sys.exit(f"error: {e}")
 globals().update(config)
@@ -179,34 +129,8 @@ eval_offsets = {s: torch.randint(split_length(s) - block_size, (eval_iters, batc
                 for s in ("train", "val")}
 
 
-def claim_out_dir():
-    """One run at a time per out_dir: the training process (rank 0) holds an exclusive lock on out_dir/train.lock
-    while it lives, and the kernel lets go when the process ends, however it ends. A second run started into the
-    folder stops here, before its rank 0 reads or writes anything there. Returns the open lock file; closing it
-    would release the lock. (Windows has no flock: there the check is skipped.)"""
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        lock = open(os.path.join(out_dir, "train.lock"), "a+")
-    except OSError as e:
-        sys.exit(f"error: cannot write to out_dir {out_dir} ({e.strerror or e}); pick a folder you can write to.")
-    try:
-        import fcntl
-    except ImportError:
-        return lock
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        sys.exit(f"error: another run ({lock.read().strip() or 'a process'}) is training into {out_dir}; wait for it "
-                 "to finish or pick another --out_dir.")
-    lock.truncate(0)
-    lock.write(f"process {os.getpid()} on {socket.gethostname()}")
-    lock.flush()
-    return lock
-
-
 # model
-out_dir_lock = claim_out_dir() if master else None  # held open until this process ends
+out_dir_lock = claim_out_dir(out_dir) if master else None  # held open until this process ends
 model_args = asdict(config_from_settings(config, meta["vocab_size"]))  # saved in the checkpoint
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
 iter_num, best_val_loss, ckpt = 0, float("inf"), None
@@ -262,12 +186,7 @@ if ckpt is not None:
     if changed and master:
         print(f"resume: this run's {', '.join(changed)} apply from iteration {iter_num} on")
     scaler.load_state_dict(ckpt["scaler"])
-    rng = ckpt["rng"]
-    if rank < len(rng["torch"]):  # a process the saved run did not have keeps its own seed
-        torch.set_rng_state(rng["torch"][rank])
-        if device_type == "cuda" and rng["cuda"] is not None:
-            torch.cuda.set_rng_state(rng["cuda"][rank])
-    batch_gen.set_state(rng["batch"])
+    restore_rng(ckpt["rng"], rank, device_type, batch_gen)
 ckpt = None  # free the memory
 
 raw_model = model  # the plain module: what gets evaluated, measured and saved (no _orig_mod. prefix)
@@ -337,34 +256,16 @@ def condensation_summary(m):
 
 
 def save_checkpoint(batch_state):
-    """Everything a resume needs, as tensors and plain values only (loads with weights_only=True).
-    Written to a temporary file and then renamed, so a crash never leaves a half-written ckpt.pt."""
-    here = (torch.get_rng_state(), torch.cuda.get_rng_state() if device_type == "cuda" else None)
-    states = [here]
-    if ddp:  # each process has its own dropout / noise streams, on the CPU and on its GPU
-        states = [None] * world_size
-        torch.distributed.all_gather_object(states, here)
+    """Everything a resume needs: weights, optimizer moments, the step, every process's RNG states and the
+    batch generator's state before this step's draw (train_utils.write_checkpoint makes the write atomic)."""
+    states = rng_states(ddp, device_type, world_size)  # a collective: every process takes part
     if not master:
         return
     ckpt = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss, "config": config,
             "rng": {"torch": [cpu for cpu, _ in states], "batch": batch_state,
                     "cuda": [gpu for _, gpu in states] if device_type == "cuda" else None}}
-    tmp = ckpt_path + ".tmp"
-    try:
-        with open(tmp, "wb") as f:  # a file object: a full disk then raises OSError (given a path, RuntimeError)
-            torch.save(ckpt, f)
-        os.replace(tmp, ckpt_path)
-    except OSError as e:  # e.g. a full disk: say so in one line; the previous ckpt.pt is untouched
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        sys.exit(f"error: could not write the checkpoint to {ckpt_path} ({e.strerror or e}); free space or fix "
-                 f"the folder and continue with --init_from=resume (the previous checkpoint, if any, is intact).")
-
-
-def log(record):
-    with open(os.path.join(out_dir, "metrics.jsonl"), "a") as f:
-        f.write(json.dumps(record) + "\n")
+    write_checkpoint(ckpt, ckpt_path)
 
 
 def forget_embedding():
@@ -379,15 +280,10 @@ def forget_embedding():
 
 
 config.update(dtype=dtype, compile=compile)  # as resolved here, so config.json says what ran
+metrics_path = os.path.join(out_dir, "metrics.jsonl")
+stop_args = dict(ddp=ddp, device=device, master=master, out_dir=out_dir)
 if master:  # out_dir exists: claim_out_dir made it
-    metrics_path = os.path.join(out_dir, "metrics.jsonl")
-    kept = []  # a new run drops the lines of an earlier one that died before its first checkpoint; a resume
-    if init_from == "resume" and os.path.exists(metrics_path):  # keeps those up to its checkpoint, not after
-        with open(metrics_path) as f:
-            kept = [line for line in f if json.loads(line)["iter"] < iter_num or
-                    (json.loads(line)["iter"] == iter_num and "val_loss" in line)]
-    with open(metrics_path, "w") as f:
-        f.writelines(kept)
+    start_metrics(metrics_path, iter_num if init_from == "resume" else None)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     print(json.dumps(config, indent=2))
@@ -399,31 +295,8 @@ peak = peak_flops(torch.cuda.get_device_name()) if device_type == "cuda" else No
 if master and device_type == "cuda" and peak is None:
     print(f"MFU: {torch.cuda.get_device_name()} is not in model.PEAK_FLOPS, so no MFU is reported")
 
-
-def peak_memory_mb():
-    """Peak memory so far in MiB: on CUDA the tensors' peak (torch.cuda.max_memory_allocated); elsewhere the
-    peak resident size of the whole process (ru_maxrss: KiB on Linux, bytes on macOS), which includes Python
-    and torch themselves."""
-    if device_type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        import resource
-    except ImportError:  # Windows has no getrusage
-        return None
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
-
-
-def stop_if_nonfinite(bad):
-    """Stop every process together if any of them saw a non-finite loss: a process that stopped alone
-    would leave the others waiting in their next collective."""
-    bad = torch.tensor(float(bad), device=device)
-    if ddp:
-        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
-    if bad.item():
-        sys.exit(f"error: the loss became non-finite by iteration {iter_num}; the last good checkpoint in "
-                 f"{out_dir} is untouched. Lower learning_rate, or use dtype=float32 or bfloat16." if master else 1)
-
+# -----------------------------------------------------------------------------
+# the training loop
 nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked without a device sync in the step
 start_iter, last_log_iter, t0 = iter_num, iter_num, time.perf_counter()
 while True:
@@ -432,11 +305,12 @@ while True:
     if evaluation_due and not (init_from == "resume" and iter_num == start_iter):  # a resume starts past its eval
         t_eval = time.perf_counter()
         metrics = evaluate()
-        stop_if_nonfinite(nonfinite.item() or not math.isfinite(metrics["train_loss"] + metrics["val_loss"]))
+        stop_if_nonfinite(nonfinite.item() or not math.isfinite(metrics["train_loss"] + metrics["val_loss"]),
+                          iter_num=iter_num, **stop_args)
         if master:
             print(f"iter {iter_num}: train loss {metrics['train_loss']:.4f}, val loss {metrics['val_loss']:.4f}"
                   + (f", condensation spearman {metrics['spearman']:+.2f}" if "spearman" in metrics else ""))
-            log({"iter": iter_num, **metrics})
+            append_metrics(metrics_path, {"iter": iter_num, **metrics})
         if metrics["val_loss"] < best_val_loss or always_save_checkpoint:
             best_val_loss = min(best_val_loss, metrics["val_loss"])
             if iter_num > 0:
@@ -472,7 +346,7 @@ while True:
     optimizer.zero_grad(set_to_none=True)
 
     if iter_num % log_interval == 0:  # the only place the step waits for the device
-        stop_if_nonfinite(nonfinite.item())
+        stop_if_nonfinite(nonfinite.item(), iter_num=iter_num, **stop_args)
         losses = torch.stack([ce_sum, disp_sum]).float() / local_accum  # this process's micro-batch mean
         if ddp:  # the mean over all processes: the loss of the whole global batch, not rank 0's share
             torch.distributed.all_reduce(losses)
@@ -484,8 +358,8 @@ while True:
         mfu = raw_model.flops_per_token(block_size) * tokens_per_iter / world_size / (ms / 1000) / peak if peak else None
         print(f"iter {iter_num}: loss {total:.4f} (ce {ce_val:.4f}, disp {disp_val:.4f}), lr {lr:.2e}, "
               f"{ms:.0f} ms/iter, {tokens_per_iter / (ms / 1000):,.0f} tok/s" + (f", MFU {100 * mfu:.1f}%" if mfu else ""))
-        log({"iter": iter_num, "loss": total, "ce": ce_val, "dispersion": disp_val, "lr": lr, "ms": ms,
-             "tokens_per_s": tokens_per_iter / (ms / 1000), "mfu": mfu, "peak_mem_mb": peak_memory_mb()})
+        append_metrics(metrics_path, {"iter": iter_num, "loss": total, "ce": ce_val, "dispersion": disp_val, "lr": lr, "ms": ms,
+             "tokens_per_s": tokens_per_iter / (ms / 1000), "mfu": mfu, "peak_mem_mb": peak_memory_mb(device_type, device)})
         last_log_iter, t0 = iter_num + 1, time.perf_counter()
     iter_num += 1
 

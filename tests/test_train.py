@@ -104,14 +104,10 @@ def test_metrics_and_config(base_run):
 
 
 def test_settings_are_exactly_the_module_level_names(base_run):
-    """config.json (the `defaults` train.py collects) holds every setting and nothing else."""
-    tree = ast.parse(Path(REPO, "train.py").read_text())
-    names = []
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
-            if node.targets[0].id == "defaults":
-                break
-            names.append(node.targets[0].id)
+    """config.json holds every module-level assignment of settings.py (what defaults() collects) and nothing else."""
+    tree = ast.parse(Path(REPO, "settings.py").read_text())
+    names = [node.targets[0].id for node in tree.body
+             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)]
     config = json.loads(Path(base_run, "config.json").read_text())
     assert sorted(config) == sorted(names) and len(names) > 30
 

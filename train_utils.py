@@ -1,0 +1,117 @@
+"""
+The plumbing of train.py, kept out of the training loop's way: one run per out_dir, checkpoints that survive a
+crash and resume exactly, metrics.jsonl, peak memory and the stop on a non-finite loss. Nothing here changes
+what is trained; a reader of train.py can take each function at its name.
+"""
+
+import json
+import os
+import socket
+import sys
+
+import torch
+
+
+def claim_out_dir(out_dir):
+    """One run at a time per out_dir: the training process (rank 0) holds an exclusive lock on out_dir/train.lock
+    while it lives, and the kernel lets go when the process ends, however it ends. A second run started into the
+    folder stops here, before it reads or writes anything there. Returns the open lock file; closing it would
+    release the lock. (Windows has no flock: there the check is skipped.)"""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        lock = open(os.path.join(out_dir, "train.lock"), "a+")
+    except OSError as e:
+        sys.exit(f"error: cannot write to out_dir {out_dir} ({e.strerror or e}); pick a folder you can write to.")
+    try:
+        import fcntl
+    except ImportError:
+        return lock
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        sys.exit(f"error: another run ({lock.read().strip() or 'a process'}) is training into {out_dir}; wait for it "
+                 "to finish or pick another --out_dir.")
+    lock.truncate(0)
+    lock.write(f"process {os.getpid()} on {socket.gethostname()}")
+    lock.flush()
+    return lock
+
+
+def rng_states(ddp, device_type, world_size):
+    """Every process's (CPU, GPU) random state, gathered on all of them: dropout and embedding noise differ per
+    process, so an exact resume needs each one's stream, not only rank 0's."""
+    here = (torch.get_rng_state(), torch.cuda.get_rng_state() if device_type == "cuda" else None)
+    if not ddp:
+        return [here]
+    states = [None] * world_size
+    torch.distributed.all_gather_object(states, here)
+    return states
+
+
+def restore_rng(rng, rank, device_type, batch_gen):
+    """Put back this process's random streams and the batch generator from a checkpoint's rng entry."""
+    if rank < len(rng["torch"]):  # a process the saved run did not have keeps its own seed
+        torch.set_rng_state(rng["torch"][rank])
+        if device_type == "cuda" and rng["cuda"] is not None:
+            torch.cuda.set_rng_state(rng["cuda"][rank])
+    batch_gen.set_state(rng["batch"])
+
+
+def write_checkpoint(ckpt, path):
+    """Write ckpt (tensors and plain values only, so it loads with weights_only=True) to a temporary file, then
+    rename it over path: a crash never leaves a half-written checkpoint, and a failed write leaves the previous
+    one as it was."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "wb") as f:  # a file object: a full disk then raises OSError (given a path, RuntimeError)
+            torch.save(ckpt, f)
+        os.replace(tmp, path)
+    except OSError as e:  # e.g. a full disk: say so in one line; the previous ckpt.pt is untouched
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        sys.exit(f"error: could not write the checkpoint to {path} ({e.strerror or e}); free space or fix "
+                 f"the folder and continue with --init_from=resume (the previous checkpoint, if any, is intact).")
+
+
+def start_metrics(path, resume_iter):
+    """Start metrics.jsonl for this run. A new run (resume_iter None) drops the lines of an earlier one that died
+    before its first checkpoint; a resume keeps the lines up to its checkpoint (and that checkpoint's
+    evaluation), not those a crashed run logged after it, so the file reads as one run."""
+    kept = []
+    if resume_iter is not None and os.path.exists(path):
+        with open(path) as f:
+            kept = [line for line in f if json.loads(line)["iter"] < resume_iter or
+                    (json.loads(line)["iter"] == resume_iter and "val_loss" in line)]
+    with open(path, "w") as f:
+        f.writelines(kept)
+
+
+def append_metrics(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def peak_memory_mb(device_type, device):
+    """Peak memory so far in MiB: on CUDA the tensors' peak (torch.cuda.max_memory_allocated); elsewhere the
+    peak resident size of the whole process (ru_maxrss: KiB on Linux, bytes on macOS), which includes Python
+    and torch themselves."""
+    if device_type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:  # Windows has no getrusage
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def stop_if_nonfinite(bad, *, ddp, device, master, iter_num, out_dir):
+    """Stop every process together if any of them saw a non-finite loss: a process that stopped alone would
+    leave the others waiting in their next collective."""
+    bad = torch.tensor(float(bad), device=device)
+    if ddp:
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    if bad.item():
+        sys.exit(f"error: the loss became non-finite by iteration {iter_num}; the last good checkpoint in "
+                 f"{out_dir} is untouched. Lower learning_rate, or use dtype=float32 or bfloat16." if master else 1)
