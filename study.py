@@ -16,13 +16,15 @@ A study file is plain Python (paths relative to the repo root) that sets:
     measure_init = False              # also measure each run's freshly initialised model
     measure = {}                      # measure.py settings for the final measurement, e.g. {"num_sequences": 100}
     history = False                   # also draw each run's condensation over training (measure.py --history)
+    evaluate = {"tasks": "paper"}     # also score each final checkpoint on benchmarks (evaluate.py, lm-eval)
 
 Each (run, seed) trains into results/<study>/<run>-s<seed>/ (config.json, metrics.jsonl, ckpt.pt, and log.txt
 with everything it printed); measure.py adds condensation.json/.png (and condensation_init.*, history.png).
 done.json, written once train.py exited 0 and its last evaluation is at max_iters, marks a finished run:
 a second call skips it, resumes a run that has a checkpoint but no done.json, and starts the others again.
+With `evaluate`, evaluate.py exports each final checkpoint (hf/) and writes its scores to lm_eval.json there.
 A failed run is reported and the others still run; the exit status is then 1.
-Results: results/<study>/results.md, results.json and condensation.png.
+Results: results/<study>/results.md (with a table of benchmark scores), results.json and condensation.png.
 """
 
 import json
@@ -34,9 +36,11 @@ import sys
 import time
 
 from configurator import ConfigError, configure
+from evaluate import expand_tasks, read_scores  # torch-free: the scoring itself runs in evaluate.py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-STUDY_DEFAULTS = dict(base=None, shared={}, runs=None, seeds=[1337], measure_init=False, measure={}, history=False)
+STUDY_DEFAULTS = dict(base=None, shared={}, runs=None, seeds=[1337], measure_init=False, measure={}, history=False,
+                      evaluate=None)
 # "late-layer mean cos": the late half of the hidden states, as dispersion_layers="late_half" picks them
 LATE = "mean of mean_cos over hidden-state entries n_layer//2+1 .. n_layer (the late half)"
 METRICS = [("final_val_loss", "final val loss", ".4f"), ("best_val_loss", "best val loss", ".4f"),
@@ -63,6 +67,8 @@ def load_study(path):
             fail(f"run '{name}' in {path} needs a plain name (it names a folder) and a dict of settings.")
     if not study["seeds"] or not all(isinstance(seed, int) for seed in study["seeds"]):
         fail(f"seeds in {path} must be a list of whole numbers, like [1, 2, 3].")
+    if study["evaluate"] is not None and not isinstance(study["evaluate"], dict):
+        fail(f"evaluate in {path} must be a dict of evaluate.py settings, like {{'tasks': 'paper'}}.")
     study["base"] = [study["base"]] if isinstance(study["base"], str) else list(study["base"])
     return study
 
@@ -162,6 +168,18 @@ def train_and_measure(study, name, seed, run_dir, extra, launcher):
     return status, note
 
 
+def score(study, run_dir):
+    """Score run_dir's checkpoint with evaluate.py on the study's tasks, unless its lm_eval.json already holds
+    them all for this checkpoint; return '' or why it failed."""
+    settings = {"tasks": "paper", **study["evaluate"]}
+    if len(read_scores(run_dir, expand_tasks(settings["tasks"]))) == len(expand_tasks(settings["tasks"])):
+        return ""
+    log = os.path.join(run_dir, "log.txt")
+    if run_logged([sys.executable, "evaluate.py", *setting_args(settings), f"--out_dir={run_dir}"], log) != 0:
+        return f"evaluate.py: {last_error(log)}"
+    return ""
+
+
 def late_half(mean_cos):
     """Mean over hidden-state entries n_layer//2+1 .. n_layer, the layers dispersion_layers='late_half' picks."""
     late = mean_cos[(len(mean_cos) - 1) // 2 + 1:]
@@ -199,6 +217,9 @@ def summarize(study, results):
         ok = [r["numbers"] for r in seeds if r["numbers"]]
         keys = [k for k, _, _ in METRICS if ok and all(k in n for n in ok)]
         table[name] = {"settings": settings, "seeds": seeds, "summary": {k: spread([n[k] for n in ok]) for k in keys}}
+        # benchmark scores ('<task> <metric>'), over the seeds that have them all
+        tasks = [k for k in (ok[0].get("scores", {}) if ok else {}) if all(k in n.get("scores", {}) for n in ok)]
+        table[name]["scores"] = {k: spread([n["scores"][k] for n in ok]) for k in tasks}
     return table
 
 
@@ -220,6 +241,12 @@ def markdown(study_name, study, table, notes, extra):
         ok = sum(1 for r in t["seeds"] if r["numbers"])
         lines.append(f"| {name} | {ok}/{len(t['seeds'])}" + ("" if ok == len(t["seeds"]) else " (FAILED)") + " | "
                      + " | ".join(cell(t["summary"].get(k), fmt) for k, _, fmt in shown) + " |")
+    scored = list(dict.fromkeys(k for t in table.values() for k in t["scores"]))  # each column once, in order
+    if scored:
+        lines += ["", "Benchmarks (lm-evaluation-harness, evaluate.py; each run's final checkpoint, chosen before "
+                  "any score was seen):", "", "| run | " + " | ".join(scored) + " |", "|---" * (len(scored) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(cell(t["scores"].get(k), ".4g") for k in scored) + " |"
+                  for name, t in table.items()]
     lines += ["", "Settings (over " + " + ".join(study["base"]) + f", shared {study['shared']}"
               + (f", then {' '.join(extra)} for every run" if extra else "") + "):", ""]
     lines += [f"- {name}: {t['settings'] or 'base'}" for name, t in table.items()]
@@ -287,13 +314,19 @@ def main(argv):
                                    if nproc > 1 else [])
     jobs = [(run, seed) for run in study["runs"] for seed in study["seeds"]]
     print(f"{name}: {len(study['runs'])} runs x {len(study['seeds'])} seeds into {out}")
-    results, notes = [], []
+    results, notes, eval_failed = [], [], 0
     for k, (run, seed) in enumerate(jobs, 1):
         run_dir = os.path.join(out, f"{run}-s{seed}")
         print(f"[{k}/{len(jobs)}] {run}-s{seed}:", end=" ", flush=True)  # its output goes to its log.txt
         t0 = time.time()
         status, note = train_and_measure(study, run, seed, run_dir, extra, launcher)
         numbers = run_numbers(run_dir) if status != "failed" else None
+        if numbers and study["evaluate"]:
+            why = score(study, run_dir)
+            numbers["scores"] = read_scores(run_dir, expand_tasks(study["evaluate"].get("tasks", "paper")))
+            if why:
+                eval_failed += 1
+                notes.append(f"{run}-s{seed} scoring FAILED: {why} (log: {os.path.join(run_dir, 'log.txt')})")
         results.append({"run": run, "seed": seed, "dir": run_dir, "status": status, "note": note, "numbers": numbers})
         if status == "failed":
             notes.append(f"{run}-s{seed} FAILED: {note} (log: {os.path.join(run_dir, 'log.txt')})")
@@ -313,8 +346,9 @@ def main(argv):
     plot(study, table, out)
     print(f"\n{text}\nwrote {out}/results.md, results.json, condensation.png")
     failed = sum(r["status"] == "failed" for r in results)
-    if failed:
-        sys.exit(f"{failed} of {len(jobs)} runs failed; see the notes above and their log.txt.")
+    if failed or eval_failed:
+        sys.exit(f"{failed} of {len(jobs)} runs failed" + (f", {eval_failed} could not be scored" if eval_failed else "")
+                 + "; see the notes above and their log.txt.")
 
 
 if __name__ == "__main__":
