@@ -57,6 +57,10 @@ embed_noise_alpha = 0.0  # NEFTune: uniform noise alpha / sqrt(T * C) on token e
 forget_every = 0  # active forgetting: re-initialise the token embedding every this many steps; 0 = off
 # condensation tracking at each evaluation (measure.py)
 track_sequences = 16  # fixed validation windows measured at each evaluation; 0 turns tracking off
+# optional live logging to Weights & Biases (pip install wandb); metrics.jsonl is written either way
+wandb_log = False  # send every record of metrics.jsonl to wandb as well
+wandb_project = "condense"
+wandb_run_name = ""  # empty means the out_dir's folder name
 # system
 device = ""  # cpu, cuda, cuda:3, mps; empty picks cuda, then mps, then cpu
 dtype = ""  # float32, bfloat16 or float16; empty picks bfloat16 where supported, else float32

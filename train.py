@@ -291,6 +291,17 @@ if master:  # out_dir exists: claim_out_dir made it
     print(f"model: {raw_model.num_params() / 1e6:.2f}M parameters; device {device}, {dtype}, compile={compile}")
     if disp_layers:
         print(f"dispersion: {dispersion_variant} x {dispersion_weight} on hidden states {disp_layers}")
+if master and wandb_log:  # optional: every record of metrics.jsonl goes to Weights & Biases as well
+    try:
+        import wandb
+    except ImportError:
+        sys.exit("error: wandb_log=True needs the wandb package: pip install wandb (or leave wandb_log off).")
+    wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(os.path.abspath(out_dir)), config=config)
+    write_metrics = append_metrics
+
+    def append_metrics(path, record):  # the training loop's two calls now write the file and log the record
+        write_metrics(path, record)
+        wandb.log(record, step=record["iter"])
 peak = peak_flops(torch.cuda.get_device_name()) if device_type == "cuda" else None
 if master and device_type == "cuda" and peak is None:
     print(f"MFU: {torch.cuda.get_device_name()} is not in model.PEAK_FLOPS, so no MFU is reported")
