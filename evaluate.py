@@ -109,20 +109,14 @@ def model_folder(s):
                     "best_val_loss": info["best_val_loss"], "checkpoint_mtime_ns": info["checkpoint_mtime_ns"]}
 
 
-def prefer_hf_evaluate():
-    """This file has the name of Hugging Face's `evaluate` package, which lm-eval imports for some metrics; with
-    the repo first on sys.path, that import would find this file. Import the package first, with the repo off
-    sys.path, so that sys.modules holds it. (Skipped when this file is already imported as `evaluate`.)"""
-    if "evaluate" in sys.modules:
-        return
-    saved = sys.path[:]
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != ROOT]
-    try:
-        import evaluate  # noqa: F401
-    except ImportError:  # not installed: lm-eval then needs it for none of its metrics
-        pass
-    finally:
-        sys.path[:] = saved
+def repo_last_on_path():
+    """This file has the name of Hugging Face's `evaluate` package, which lm-eval imports for some metrics; run
+    as a script, the repo is first on sys.path and that import would find this file. Move the repo to the end of
+    sys.path, once the modules of ours that this script uses are imported."""
+    import data.common  # noqa: F401  (export.py imports it when it builds the tokenizer)
+    import export  # noqa: F401
+    import model  # noqa: F401
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != ROOT] + [ROOT]
 
 
 def task_manager(names, include):
@@ -192,8 +186,9 @@ def main(argv):
         import transformers  # noqa: F401
     except ImportError:
         sys.exit("error: evaluate.py needs transformers, which is not installed: pip install transformers==5.24.0")
+    if __name__ == "__main__":
+        repo_last_on_path()
     try:
-        prefer_hf_evaluate()
         import lm_eval  # noqa: F401
     except ImportError:
         sys.exit('error: evaluate.py needs lm-eval, which is not installed: pip install "lm-eval[hf]==0.4.13"')
