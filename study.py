@@ -243,8 +243,9 @@ def markdown(study_name, study, table, notes, extra):
                      + " | ".join(cell(t["summary"].get(k), fmt) for k, _, fmt in shown) + " |")
     scored = list(dict.fromkeys(k for t in table.values() for k in t["scores"]))  # each column once, in order
     if scored:
-        lines += ["", "Benchmarks (lm-evaluation-harness, evaluate.py; each run's final checkpoint, chosen before "
-                  "any score was seen):", "", "| run | " + " | ".join(scored) + " |", "|---" * (len(scored) + 1) + "|"]
+        lines += ["", f"Benchmarks (lm-evaluation-harness: evaluate.py with {study['evaluate']}) of the checkpoint "
+                  "train.py kept, never one chosen on these scores:", "", "| run | " + " | ".join(scored) + " |",
+                  "|---" * (len(scored) + 1) + "|"]
         lines += [f"| {name} | " + " | ".join(cell(t["scores"].get(k), ".4g") for k in scored) + " |"
                   for name, t in table.items()]
     lines += ["", "Settings (over " + " + ".join(study["base"]) + f", shared {study['shared']}"

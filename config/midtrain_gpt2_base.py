@@ -19,8 +19,9 @@
 # per step: about 1 minute of training, plus 1-2 minutes of start-up (GPT-2's weights, compilation).
 # Memory, estimated per GPU at batch_size=16: 2 GB of weights, gradients and AdamW moments, ~6 GB of bf16
 # activations (~40 bytes per channel per token per layer), and up to ~8 GB at the loss (16k positions x 50k
-# logits in bf16 and float32, and their gradient): about 15-20 GB. If it does not fit, halve batch_size and
-# double gradient_accumulation_steps: the same 131,072 tokens per step.
+# logits in bf16 and float32, and their gradient): about 15-20 GB. (On a CPU in float32, where nothing is
+# halved, each extra 1024-token sequence raised a step's peak memory by 1.6 GiB.) If it does not fit, halve
+# batch_size and double gradient_accumulation_steps: the same 131,072 tokens per step.
 #
 # Choices the paper does not state:
 # - min_lr = 5e-6, a tenth of the peak: the floor the paper gives for its own pre-training cosine ("to 0.1x");
