@@ -111,9 +111,11 @@ def test_harness_scores_reach_lm_eval_json_and_the_study_table(setup):
         assert (run_dir / "hf" / "export.json").exists()  # exported on the way
 
     # study.py's table: mean ± std [min, max] over the seeds, one column per task and metric
-    s = {"base": ["config/x.py"], "shared": {}, "seeds": [1, 2], "runs": {"disp": {}}, "evaluate": {"tasks": "tiny_mc"}}
+    s = {"base": ["config/x.py"], "shared": {}, "seeds": [1, 2], "runs": {"disp": {}},
+         "evaluate": {"tasks": "tiny_mc"}}
     results = [{"run": "disp", "seed": seed, "status": "trained", "note": "",
-                "numbers": {"scores": evaluate.read_scores(run_dir, ["tiny_mc"])}} for seed, (run_dir, _) in runs.items()]
+                "numbers": {"scores": evaluate.read_scores(run_dir, ["tiny_mc"])}}
+               for seed, (run_dir, _) in runs.items()]
     table = study.summarize(s, results)
     accs = [expected_accuracy(model) for _, model in runs.values()]
     assert table["disp"]["scores"]["tiny_mc acc"] == study.spread(accs)
@@ -134,7 +136,8 @@ def test_unknown_task_character_model_and_missing_checkpoint(setup, data_dir, tm
     run_dir = runs[2][0]
     said = stop_message([f"--out_dir={run_dir}", "--tasks=tiny_mc,piqaa", f"--include_path={tasks}"])
     assert "unknown task 'piqaa'" in said and "piqa" in said.split("did you mean")[1]
-    assert "not a folder" in stop_message([f"--out_dir={run_dir}", "--tasks=tiny_mc", f"--include_path={tmp_path / 'x'}"])
+    said = stop_message([f"--out_dir={run_dir}", "--tasks=tiny_mc", f"--include_path={tmp_path / 'x'}"])
+    assert "is not a folder" in said
     char = tmp_path / "char"
     char.mkdir()
     model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=1, n_head=2, n_embd=16))

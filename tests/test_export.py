@@ -28,8 +28,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--mlp_dim=48", "--bias=False", "--block_size=32",
         "--batch_size=4", "--max_iters=4", "--eval_interval=4", "--eval_iters=2", "--log_interval=1",
         "--warmup_iters=1", "--learning_rate=3e-3", "--track_sequences=0", "--device=cpu", "--compile=False"]
-TEXTS = ["Hello world! It's 3.14, naïve café — 東京", "  two leading spaces\n\nand a blank line", "<|endoftext|>x",
-         "The quick brown fox jumps over the lazy dog.", "12345 67890 !!! ??? ... 'quoted' \"double\""]
+TEXTS = ["Hello world! It's 3.14, naïve café — 東京", "  two leading spaces\n\nand a blank line",
+         "<|endoftext|>x", "The quick brown fox jumps over the lazy dog.",
+         "12345 67890 !!! ??? ... 'quoted' \"double\""]
 
 
 def run(script, *args):
@@ -70,7 +71,8 @@ def test_exported_model_gives_our_logits(bpe_run):
     hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
     assert type(hf).__name__ == "GPT2LMHeadModel"
     c = hf.config
-    assert (c.vocab_size, c.n_positions, c.n_inner, c.n_layer, c.n_embd, c.eos_token_id) == (50257, 32, 48, 2, 32, 50256)
+    assert (c.vocab_size, c.n_positions, c.n_inner, c.n_layer, c.n_embd) == (50257, 32, 48, 2, 32)
+    assert c.eos_token_id == c.bos_token_id == 50256
     assert all(not b.any() for name, b in hf.named_parameters() if name.endswith(".bias"))  # bias=False: zeros
 
     ckpt = load_checkpoint(str(out / "ckpt.pt"))
@@ -117,7 +119,7 @@ def test_export_again_replaces_the_folder_and_refuses_a_foreign_one(bpe_run, tmp
 
 
 def test_round_trip_with_biases_and_gpt2_mlp(tmp_path):
-    """to_hf is the inverse of model.GPT.from_hf: a bias=True model with GPT-2's 4 x n_embd MLP comes back as it was."""
+    """to_hf inverts model.GPT.from_hf: a bias=True model with GPT-2's 4 x n_embd MLP comes back as it was."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=96, block_size=16, n_layer=2, n_head=2, n_embd=16, bias=True)).eval()
     with torch.no_grad():

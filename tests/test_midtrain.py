@@ -92,15 +92,16 @@ def test_recipe_is_the_papers(monkeypatch):
     assert base["dispersion_weight"] == 0 and base["always_save_checkpoint"]
     changed = {k for k in base if base[k] != disp[k]}
     assert changed == {"out_dir", "dispersion_weight"}  # angular, all layers, tau 1, 256 tokens are the defaults
-    assert (disp["dispersion_weight"], disp["dispersion_variant"], disp["dispersion_layers"]) == (0.1, "angular", "all")
+    assert (disp["dispersion_weight"], disp["dispersion_variant"]) == (0.1, "angular")
+    assert disp["dispersion_layers"] == "all"
     # the cost the config states comes from model.flops_per_token for GPT-2 124M (no weights needed: meta tensors)
     with torch.device("meta"):
         gpt2 = GPT(GPTConfig(vocab_size=50257, block_size=1024, bias=True))
     flops = gpt2.flops_per_token(1024)
     text = open("config/midtrain_gpt2_base.py").read()
-    assert f"{flops:.2e}".replace("e+0", "e") in text and f"{flops * base['max_iters'] * tokens_per_step:.2e}".replace(
-        "e+", "e") in text
-    assert f"{flops * base['max_iters'] * tokens_per_step / (989e12 * 0.4) / 60:.1f} minutes" in text
+    total = flops * base["max_iters"] * tokens_per_step
+    assert f"{flops:.2e}".replace("e+0", "e") in text and f"{total:.2e}".replace("e+", "e") in text  # 8.55e8, 1.71e17
+    assert f"{total / (989e12 * 0.4) / 60:.1f} minutes" in text  # at the stated 40% MFU of an H100's peak
 
     s = study.load_study("studies/midtrain_gpt2.py")
     assert s["base"] == ["config/midtrain_gpt2_base.py"] and len(s["seeds"]) == 3

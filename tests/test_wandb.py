@@ -46,7 +46,8 @@ def train(tmp_path, data_dir, name, *args, fake="def init(**k): pass\ndef log(*a
 
 
 def test_wandb_logs_the_records_of_metrics_jsonl(data_dir, tmp_path):
-    result, out, records = train(tmp_path, data_dir, "on", "--wandb_log=True", "--wandb_project=cond", fake=FAKE_WANDB)
+    result, out, records = train(tmp_path, data_dir, "on", "--wandb_log=True", "--wandb_project=cond",
+                                 fake=FAKE_WANDB)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert records[0] == {"imported": True}

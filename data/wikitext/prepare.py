@@ -25,7 +25,7 @@ from data.common import gpt2_encoding, write_atomic
 EOT = 50256  # <|endoftext|> in GPT-2's vocabulary
 SOURCE = "Salesforce/wikitext"  # on the Hugging Face Hub
 SPLITS = {"train": "train", "validation": "val"}  # the data set's split -> our file
-HEADING = re.compile(r"^ = [^=].* = \n?$")  # " = Title = ": a top-level heading starts an article ("= = x = =" does not)
+HEADING = re.compile(r"^ = [^=].* = \n?$")  # " = Title = " starts an article; " = = Section = = " does not
 
 
 def load_wikitext(name):
