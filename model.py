@@ -5,7 +5,7 @@ The layout follows GPT-2 (Radford et al. 2019) and keeps its module and paramete
 (wte wpe h ln_1 attn c_attn c_proj ln_2 mlp c_fc ln_f lm_head), so Hugging Face GPT-2 weights load by
 name. The one thing a condensation study needs beyond nanoGPT: `model(idx, targets, return_hidden=True)`
 hands back the hidden states of every layer from the same forward pass, in the convention of
-../shared/reference/condensation-and-dispersion.md section 1 (the one transformers uses):
+docs/condensation.md, section 1 (the one transformers uses):
 
     hidden[0]          token + position embedding (input to block 1)
     hidden[1..L-1]     residual stream after blocks 1..L-1
