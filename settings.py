@@ -52,6 +52,7 @@ dispersion_clamp = 0.1  # delta of the straight-through clamp on the cosine, in 
 dispersion_margin = 0.5  # hinge margin of 'orthogonal', as a fraction of pi
 dispersion_norm_weight = 0.1  # weight of the mean(z^2) term of 'l2_repel'
 dispersion_tokens = 256  # tokens sampled per sequence for the loss; 0 keeps all of them (exact)
+dispersion_path = ""  # "stacked" (layers as one batch) or "per_layer"; empty: per_layer on CPUs, else stacked
 # the paper's baselines (docs/condensation.md, section 4)
 embed_noise_alpha = 0.0  # NEFTune: uniform noise alpha / sqrt(T * C) on token embeddings, training only
 forget_every = 0  # active forgetting: re-initialise the token embedding every this many steps; 0 = off
