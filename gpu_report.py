@@ -35,8 +35,11 @@ def machine_facts(folder):
     import torch
     f = dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda, gpu=None,
              cpu_cores=os.cpu_count(), platform=platform.platform(), nvidia_smi="not found")
-    with open("/proc/cpuinfo") as cpuinfo:
-        f["cpu"] = next((l.split(":", 1)[1].strip() for l in cpuinfo if l.startswith("model name")), "")
+    try:  # Linux names its processor here
+        with open("/proc/cpuinfo") as cpuinfo:
+            f["cpu"] = next((l.split(":", 1)[1].strip() for l in cpuinfo if l.startswith("model name")), "")
+    except OSError:
+        f["cpu"] = platform.processor()
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
         f["gpu"] = dict(name=p.name, memory_gib=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}",
@@ -136,7 +139,7 @@ def header(record):
     if f:
         lines += [f"Machine: {gpu.get('name', 'no GPU')}" + (f" ({gpu['memory_gib']} GiB)" if gpu else "")
                   + f", {f['cpu_cores']} CPU cores ({f['cpu']}); torch {f['torch']}, CUDA {f['cuda']}, Python "
-                  f"{f['python']}; nvidia-smi: {f['nvidia_smi'].splitlines()[-1]}."]
+                  f"{f['python']}; nvidia-smi: {(f['nvidia_smi'].splitlines() or ['no answer'])[-1]}."]
     lines += [f"Command: `python gpu_suite.py {shlex.join(record['argv'])}`: {record['elapsed_s']:.0f} s of a "
               f"budget of {s['budget']:.0f} s.", "", "| step | status | estimate s | wall s | result |",
               "|---|---|---:|---:|---|"]
