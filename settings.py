@@ -57,6 +57,7 @@ dispersion_clamp = 0.1  # delta of the straight-through clamp on the cosine, in 
 dispersion_margin = 0.5  # hinge margin of 'orthogonal', as a fraction of pi
 dispersion_norm_weight = 0.1  # weight of the mean(z^2) term of 'l2_repel'
 dispersion_tokens = 256  # tokens sampled per sequence for the loss; 0 keeps all of them (exact)
+dispersion_path = ""  # "stacked" (layers as one batch) or "per_layer"; empty: per_layer on CPUs, else stacked
 # the paper's baselines (docs/condensation.md, section 4)
 embed_noise_alpha = 0.0  # NEFTune: uniform noise alpha / sqrt(T * C) on token embeddings, training only
 forget_every = 0  # active forgetting: re-initialise the token embedding every this many steps; 0 = off
@@ -73,9 +74,17 @@ backend = ""  # DDP backend; empty picks nccl on CUDA, gloo otherwise
 # The range of each setting. configurator.py has checked its type against the default already; a value of the
 # right type can still be meaningless (a negative learning rate, dropout 1.5, a variant that does not exist),
 # and torch would then fail deep inside, or worse, train something else than meant. A setting without a rule
-# here (free text such as a path, or a bool) takes any value of its type. Each rule: (test, what it must be).
+# here (free text such as a path, or a bool) takes any value of its type. Each rule: (test, what it must be: text, or a function returning it).
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
-DISPERSION_VARIANTS = ("angular", "cosine", "l2_repel", "orthogonal", "decorrelation", "entropy")  # dispersion.py
+
+
+def dispersion_variants():
+    """The names in dispersion.VARIANTS, read there so that a loss added to the table is accepted here too (imported
+    only when a setting is checked, so that reading the settings does not need torch)."""
+    from dispersion import VARIANTS
+    return tuple(VARIANTS)
+
+
 RULES = {
     "out_dir": (lambda v: v != "", "a folder, not empty"),
     "eval_interval": (lambda v: v >= 1, "at least 1"),
@@ -103,7 +112,8 @@ RULES = {
     "lr_decay_iters": (lambda v: v >= 0, "0 (meaning max_iters) or more"),
     "min_lr": (lambda v: 0 <= v < math.inf, "0 or more, and at most learning_rate"),
     "dispersion_weight": (lambda v: 0 <= v < math.inf, "0 (off) or more"),
-    "dispersion_variant": (lambda v: v in DISPERSION_VARIANTS, f"one of {', '.join(DISPERSION_VARIANTS)}"),
+    "dispersion_variant": (lambda v: v in dispersion_variants(), lambda: f"one of {', '.join(dispersion_variants())}"),
+    "dispersion_path": (lambda v: v in ("", "stacked", "per_layer"), "'' (automatic), stacked or per_layer"),
     "dispersion_tau": (lambda v: 0 < v < math.inf, "a number above 0"),
     "dispersion_clamp": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "dispersion_margin": (lambda v: 0 <= v < math.inf, "0 or more"),
@@ -131,7 +141,8 @@ def check_ranges(config, rules):
     """Raise ConfigError for the first setting in config whose value breaks its rule in rules."""
     for key, value in config.items():
         if key in rules and not rules[key][0](value):
-            raise ConfigError(f"{key}={value!r} is not allowed: it must be {rules[key][1]}; change it in the "
+            what = rules[key][1]() if callable(rules[key][1]) else rules[key][1]  # a list read when needed
+            raise ConfigError(f"{key}={value!r} is not allowed: it must be {what}; change it in the "
                               f"config file or with --{key}=...")
 
 

@@ -62,6 +62,7 @@ local_accum = gradient_accumulation_steps // world_size  # micro-batches this pr
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 if compile is None:
     compile = device_type == "cuda"
+dispersion_path = dispersion_path or ("per_layer" if device_type == "cpu" else "stacked")
 torch.manual_seed(seed + rank)  # dropout and noise differ per process; batches do not (see below)
 if device_type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -229,11 +230,11 @@ def forward(m, x, y):
         _, ce, hidden = m(x, y, return_hidden=True)
         loss_args = dict(tau=dispersion_tau, clamp=dispersion_clamp, margin=dispersion_margin,
                          norm_weight=dispersion_norm_weight, max_tokens=dispersion_tokens or None)
-        if device_type == "cpu":  # a layer at a time: its (B, m, m) matrices stay in cache (bench.py: 1.1-2.3x faster)
+        if dispersion_path == "per_layer":  # a CPU's default: each layer's (B, m, m) matrices stay in cache
             disp = sum(dispersion_fn(hidden[i], dispersion_variant, **loss_args) for i in disp_layers)
             return ce, disp / len(disp_layers)  # each layer draws its own max_tokens subset
-        # on a GPU, all chosen layers as one batch of L * B sequences (fewer, larger kernels): the batch mean
-        # is the mean over layers
+        # "stacked", the default elsewhere: the chosen layers as one batch of L * B sequences (fewer, larger
+        # kernels); the batch mean is the mean over layers
         z = torch.stack([hidden[i] for i in disp_layers]).flatten(0, 1)  # (L * B, T, C)
         return ce, dispersion_fn(z, dispersion_variant, **loss_args)
 
@@ -286,7 +287,7 @@ def forget_embedding():
     optimizer.state.pop(wte, None)
 
 
-config.update(dtype=dtype, compile=compile)  # as resolved here, so config.json says what ran
+config.update(dtype=dtype, compile=compile, dispersion_path=dispersion_path)  # so config.json says what ran
 metrics_path = os.path.join(out_dir, "metrics.jsonl")
 stop_args = dict(ddp=ddp, device=device, master=master, out_dir=out_dir)
 if master:  # out_dir exists: claim_out_dir made it

@@ -22,10 +22,10 @@ import pytest
 import torch
 
 import study
-from configurator import configure
+from configurator import ConfigError, configure
 from data.common import prepare_text
 from dispersion import VARIANTS
-from settings import DISPERSION_VARIANTS, RULES, check_config, defaults
+from settings import RULES, check_config, defaults
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--eval_iters=2",
@@ -94,7 +94,11 @@ def test_every_numeric_setting_has_a_range_and_the_shipped_settings_keep_to_them
     assert [k for k in numeric if k not in RULES] == [], "add a rule for each of these to settings.RULES"
     assert set(RULES) <= set(config)  # no rule for a setting that is gone
     check_config(config)  # every default keeps to its rule
-    assert DISPERSION_VARIANTS == tuple(VARIANTS)
+    # a loss a student adds to dispersion.VARIANTS is a valid dispersion_variant at once, with no second list to edit
+    monkeypatch.setitem(VARIANTS, "my_loss", lambda z, **_: z.sum((1, 2)))
+    check_config({**config, "dispersion_variant": "my_loss"})
+    with pytest.raises(ConfigError, match="one of angular, .*my_loss"):
+        check_config({**config, "dispersion_variant": "nope"})
     monkeypatch.chdir(REPO)
     for name in sorted(os.listdir("config")):
         check_config(configure(defaults(), [os.path.join("config", name)]))
