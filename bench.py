@@ -52,7 +52,7 @@ BENCH_SETTINGS = dict(
     warmup=3,  # steps per run left out of the timing: compilation, allocator and cache warm-up
     repeats=3,  # runs per setting; each figure is the median over them
     log_every=1,  # train.py's log_interval in the runs: a log waits for the device, so on a GPU use 10 or more
-    variants="all",  # dispersion variants to run next to the run without it: 'all' or names like 'angular,cosine'
+    variants="all",  # dispersion variants to run beside 'off': 'all', 'none' or names like 'angular,cosine'
     weight=0.1,  # dispersion_weight of the variant runs when the settings leave it at 0 (the paper's 0.1)
     threads=0,  # torch threads (OMP_NUM_THREADS) in the runs and here; 0 leaves the machine's default
     peak_tflops=0.0,  # peak FLOP/s of the device in TFLOP/s, for MFU on a device model.PEAK_FLOPS lacks (a CPU)
@@ -74,11 +74,12 @@ def read_settings(args):
     s = SimpleNamespace(**configure({**defaults(), **BENCH_SETTINGS}, args))
     train_args = [a if a.startswith("--") else os.path.abspath(a) for a in args
                   if not (a.startswith("--") and a[2:].partition("=")[0] in BENCH_SETTINGS)]
-    names = list(VARIANTS) if s.variants == "all" else [v.strip() for v in s.variants.split(",") if v.strip()]
+    names = (list(VARIANTS) if s.variants == "all" else [] if s.variants == "none"  # 'none': 'off' alone
+             else [v.strip() for v in s.variants.split(",") if v.strip()])
     unknown = [v for v in names if v not in VARIANTS]
-    if unknown or not names:
-        raise ValueError(f"unknown dispersion variant(s) {unknown or s.variants!r}; choose 'all' or names from "
-                         f"{', '.join(VARIANTS)}.")
+    if unknown or not (names or s.variants == "none"):
+        raise ValueError(f"unknown dispersion variant(s) {unknown or s.variants!r}; choose 'all', 'none' or "
+                         f"names from {', '.join(VARIANTS)}.")
     if s.iters < 1 or s.warmup < 0 or s.repeats < 1 or s.log_every < 1:
         raise ValueError("iters, repeats and log_every must be at least 1 and warmup at least 0; fix the settings.")
     s.variants = names

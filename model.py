@@ -5,7 +5,7 @@ The layout follows GPT-2 (Radford et al. 2019) and keeps its module and paramete
 (wte wpe h ln_1 attn c_attn c_proj ln_2 mlp c_fc ln_f lm_head), so Hugging Face GPT-2 weights load by
 name. The one thing a condensation study needs beyond nanoGPT: `model(idx, targets, return_hidden=True)`
 hands back the hidden states of every layer from the same forward pass, in the convention of
-../shared/reference/condensation-and-dispersion.md section 1 (the one transformers uses):
+docs/condensation.md, section 1 (the one transformers uses):
 
     hidden[0]          token + position embedding (input to block 1)
     hidden[1..L-1]     residual stream after blocks 1..L-1
@@ -234,7 +234,13 @@ class GPT(nn.Module):
             from transformers import GPT2LMHeadModel
         except ImportError:
             raise SystemExit("Loading Hugging Face GPT-2 needs transformers: pip install transformers") from None
-        return cls.from_hf(GPT2LMHeadModel.from_pretrained(name))
+        try:
+            hf_model = GPT2LMHeadModel.from_pretrained(name)
+        except OSError as e:  # offline without a cached copy, or a name Hugging Face does not know
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise SystemExit(f"error: cannot load {name} from Hugging Face ({reason}); connect to the internet "
+                             "once, after which the weights are cached.") from None
+        return cls.from_hf(hf_model)
 
 
 def padded_vocab(vocab_size):
@@ -255,6 +261,16 @@ def pick_device(device="", dtype=""):
     if not device:
         device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     device_type = "cuda" if device.startswith("cuda") else device
+    if device not in ("cpu", "cuda", "mps") and not (device[:5] == "cuda:" and device[5:].isdigit()):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or mps (or empty for automatic), not '{device}'.")
+    elsewhere = "use --device=cpu, or leave device empty to pick what there is"
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' was asked for, but this torch sees no CUDA GPU; {elsewhere}.")
+    if device[5:] and int(device[5:]) >= torch.cuda.device_count():
+        raise ValueError(f"device '{device}' was asked for, but this machine has {torch.cuda.device_count()} "
+                         f"GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}; pick one of them.")
+    if device_type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device 'mps' was asked for, but this machine or torch has no Apple GPU; {elsewhere}.")
     if not dtype:
         dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -9,8 +9,13 @@ the same model and data for all of them:
     from settings import defaults
     config = configure(defaults(), sys.argv[1:])   # a dict: name -> value
 
-The defaults train a small character-level model on Shakespeare.
+The defaults train a small character-level model on Shakespeare. Below them, RULES says what range each
+setting may take, and check_config(config) checks a whole set of settings before anything runs.
 """
+
+import math
+
+from configurator import ConfigError
 
 # I/O
 out_dir = "out"  # checkpoint, config.json and metrics.jsonl go here
@@ -52,6 +57,7 @@ dispersion_clamp = 0.1  # delta of the straight-through clamp on the cosine, in 
 dispersion_margin = 0.5  # hinge margin of 'orthogonal', as a fraction of pi
 dispersion_norm_weight = 0.1  # weight of the mean(z^2) term of 'l2_repel'
 dispersion_tokens = 256  # tokens sampled per sequence for the loss; 0 keeps all of them (exact)
+dispersion_path = ""  # "stacked" (layers as one batch) or "per_layer"; empty: per_layer on CPUs, else stacked
 # the paper's baselines (docs/condensation.md, section 4)
 embed_noise_alpha = 0.0  # NEFTune: uniform noise alpha / sqrt(T * C) on token embeddings, training only
 forget_every = 0  # active forgetting: re-initialise the token embedding every this many steps; 0 = off
@@ -68,7 +74,99 @@ compile = None  # torch.compile the model; None means on for CUDA only
 backend = ""  # DDP backend; empty picks nccl on CUDA, gloo otherwise
 
 
+# -----------------------------------------------------------------------------
+# The range of each setting. configurator.py has checked its type against the default already; a value of the
+# right type can still be meaningless (a negative learning rate, dropout 1.5, a variant that does not exist),
+# and torch would then fail deep inside, or worse, train something else than meant. A setting without a rule
+# here (free text such as a path, or a bool) takes any value of its type. Each rule: (test, what it must be: text, or a function returning it).
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
+
+def dispersion_variants():
+    """The names in dispersion.VARIANTS, read there so that a loss added to the table is accepted here too (imported
+    only when a setting is checked, so that reading the settings does not need torch)."""
+    from dispersion import VARIANTS
+    return tuple(VARIANTS)
+
+
+RULES = {
+    "out_dir": (lambda v: v != "", "a folder, not empty"),
+    "eval_interval": (lambda v: v >= 1, "at least 1"),
+    "log_interval": (lambda v: v >= 1, "at least 1"),
+    "eval_iters": (lambda v: v >= 1, "at least 1"),
+    "init_from": (lambda v: v in ("scratch", "resume", *GPT2_NAMES),
+                  f"scratch, resume or one of {', '.join(GPT2_NAMES)}"),
+    "seed": (lambda v: 0 <= v < 2**32, "a whole number in [0, 2**32)"),
+    "dataset": (lambda v: v != "" and "/" not in v, "the name of a folder under data/"),
+    "gradient_accumulation_steps": (lambda v: v >= 1, "at least 1"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "block_size": (lambda v: v >= 1, "at least 1"),
+    "n_layer": (lambda v: v >= 1, "at least 1"),
+    "n_head": (lambda v: v >= 1, "at least 1"),
+    "n_embd": (lambda v: v >= 1, "at least 1"),
+    "mlp_dim": (lambda v: v >= 0, "0 (meaning 4 * n_embd) or more"),
+    "dropout": (lambda v: 0 <= v < 1, "a probability in [0, 1)"),
+    "learning_rate": (lambda v: 0 < v < math.inf, "a number above 0"),
+    "max_iters": (lambda v: v >= 1, "at least 1"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, "0 (off) or more"),
+    "beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "grad_clip": (lambda v: 0 <= v < math.inf, "0 (off) or more"),
+    "warmup_iters": (lambda v: v >= 0, "0 (no warm-up) or more"),
+    "lr_decay_iters": (lambda v: v >= 0, "0 (meaning max_iters) or more"),
+    "min_lr": (lambda v: 0 <= v < math.inf, "0 or more, and at most learning_rate"),
+    "dispersion_weight": (lambda v: 0 <= v < math.inf, "0 (off) or more"),
+    "dispersion_variant": (lambda v: v in dispersion_variants(), lambda: f"one of {', '.join(dispersion_variants())}"),
+    "dispersion_path": (lambda v: v in ("", "stacked", "per_layer"), "'' (automatic), stacked or per_layer"),
+    "dispersion_tau": (lambda v: 0 < v < math.inf, "a number above 0"),
+    "dispersion_clamp": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "dispersion_margin": (lambda v: 0 <= v < math.inf, "0 or more"),
+    "dispersion_norm_weight": (lambda v: 0 <= v < math.inf, "0 or more"),
+    "dispersion_tokens": (lambda v: v == 0 or v >= 2, "0 (all tokens) or at least 2"),
+    "embed_noise_alpha": (lambda v: 0 <= v < math.inf, "0 (off) or more"),
+    "forget_every": (lambda v: v >= 0, "0 (off) or a number of steps"),
+    "track_sequences": (lambda v: v >= 0, "0 (off) or more"),
+    "device": (lambda v: v in ("", "cpu", "cuda", "mps") or (v[:5] == "cuda:" and v[5:].isdigit()),
+               "'' (automatic), cpu, cuda, cuda:N or mps"),
+    "dtype": (lambda v: v in ("", "float32", "bfloat16", "float16"),
+              "'' (automatic), float32, bfloat16 or float16"),
+    "compile": (lambda v: v is None or isinstance(v, bool), "True, False or None (on for CUDA only)"),
+    "backend": (lambda v: v in ("", "nccl", "gloo", "mpi", "ucc"), "'' (automatic), nccl, gloo, mpi or ucc"),
+}
+
+
 def defaults():
     """The settings above, as a dict of name -> default value."""
     return {k: v for k, v in globals().items()
             if not k.startswith("_") and isinstance(v, (int, float, bool, str, type(None)))}
+
+
+def check_ranges(config, rules):
+    """Raise ConfigError for the first setting in config whose value breaks its rule in rules."""
+    for key, value in config.items():
+        if key in rules and not rules[key][0](value):
+            what = rules[key][1]() if callable(rules[key][1]) else rules[key][1]  # a list read when needed
+            raise ConfigError(f"{key}={value!r} is not allowed: it must be {what}; change it in the "
+                              f"config file or with --{key}=...")
+
+
+def check_config(config):
+    """Check train.py's settings (a dict, as configure returns it) before anything runs: each against its rule,
+    then the rules that tie settings together. Raises ConfigError with one sentence naming the fix."""
+    check_ranges(config, RULES)
+    c = config
+    if c["n_embd"] % c["n_head"]:
+        raise ConfigError(f"n_embd={c['n_embd']} must be a multiple of n_head={c['n_head']} (each head gets "
+                          "n_embd / n_head channels); change one of them.")
+    if c["min_lr"] > c["learning_rate"]:
+        raise ConfigError(f"min_lr={c['min_lr']} is above learning_rate={c['learning_rate']}, but the schedule "
+                          "decays from learning_rate down to min_lr; set min_lr lower (about learning_rate / 10).")
+    if c["track_sequences"] and c["block_size"] < 2:
+        raise ConfigError("condensation tracking compares the tokens of a window, so it needs block_size >= 2; "
+                          "raise block_size or set track_sequences=0.")
+    if c["init_from"] not in GPT2_NAMES:  # GPT-2's own depth replaces n_layer: train.py checks the layers then
+        from dispersion import select_layers  # here, so that reading the settings does not need torch
+        try:
+            select_layers(c["dispersion_layers"], c["n_layer"])
+        except ValueError as e:
+            raise ConfigError(f"dispersion_layers={c['dispersion_layers']!r}: {e}.") from None

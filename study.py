@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 
-from configurator import ConfigError, configure
+from configurator import ConfigError, configure, unknown_key
 from evaluate import expand_tasks, read_scores  # torch-free: the scoring itself runs in evaluate.py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -71,6 +71,26 @@ def load_study(path):
         fail(f"evaluate in {path} must be a dict of evaluate.py settings, like {{'tasks': 'paper'}}.")
     study["base"] = [study["base"]] if isinstance(study["base"], str) else list(study["base"])
     return study
+
+
+def check_runs(study, path, extra):
+    """Check every run's settings (with each seed) as train.py and measure.py will read them, before the first
+    run starts: a typo in the last run then stops the study at once, not after the others trained for hours."""
+    from measure import MEASURE_SETTINGS
+    from settings import check_config, defaults
+    train_defaults = defaults()
+    for name, settings in study["runs"].items():
+        try:
+            for key in {**study["shared"], **settings}:
+                if key not in train_defaults:
+                    raise unknown_key(key, train_defaults, f"the settings of run '{name}'")
+            for seed in study["seeds"]:
+                train_args, jobs = commands(study, name, seed, "out", extra)
+                check_config(configure(train_defaults, train_args))
+                for measure_args in jobs.values():
+                    configure({**train_defaults, **MEASURE_SETTINGS}, measure_args)
+        except ConfigError as e:
+            fail(f"run '{name}' of {path} cannot start, so no run was started: {e}")
 
 
 def setting_args(settings):
@@ -313,6 +333,7 @@ def main(argv):
     nproc = int(own["nproc"])
     launcher = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
                                    if nproc > 1 else [])
+    check_runs(study, argv[0], extra)
     jobs = [(run, seed) for run in study["runs"] for seed in study["seeds"]]
     print(f"{name}: {len(study['runs'])} runs x {len(study['seeds'])} seeds into {out}")
     results, notes, eval_failed = [], [], 0

@@ -26,37 +26,26 @@ import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from configurator import ConfigError, configure
-from dispersion import check_settings, dispersion_loss, select_layers
+from configurator import configure
+from data.common import data_fingerprint, read_meta
+from dispersion import dispersion_loss, select_layers
 from model import GPT, GPTConfig, config_from_settings, load_checkpoint, peak_flops, pick_device
 from settings import *  # every setting, with its default and meaning: out_dir, batch_size, n_layer, ...
-from train_utils import (append_metrics, claim_out_dir, peak_memory_mb, restore_rng, rng_states, start_metrics,
-                         stop_if_nonfinite, write_checkpoint)
+from train_utils import (append_metrics, check_token_files, claim_out_dir, peak_memory_mb, restore_rng, rng_states,
+                         start_metrics, stop_if_nonfinite, write_checkpoint)
 
-# config files and --key=value overrides replace the defaults imported above (configurator.py)
+# config files and --key=value overrides replace the defaults imported above (configurator.py); then every
+# value is checked against its range (settings.RULES), so a mistake stops here, before anything is read or written
 try:
     config = configure(defaults(), sys.argv[1:])
-except ConfigError as e:
+    check_config(config)
+    globals().update(config)
+    device, device_type, dtype, autocast = pick_device(device, dtype)  # stops if the device is not there
+except ValueError as e:  # ConfigError is one
     sys.exit(f"error: {e}")
-globals().update(config)
 
 # processes, device and precision
 ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
-try:  # settings that would otherwise fail only after data preparation, model building or compilation
-    device, device_type, dtype, autocast = pick_device(device, dtype)
-    if compile not in (None, True, False):
-        raise ValueError(f"compile must be True, False or None (on for CUDA only), not {compile!r}.")
-    if min(eval_interval, log_interval, eval_iters, batch_size, block_size, max_iters) < 1 or mlp_dim < 0:
-        raise ValueError("eval_interval, log_interval, eval_iters, batch_size, block_size and max_iters must be "
-                         "at least 1, and mlp_dim at least 0.")
-    if dispersion_weight > 0:
-        check_settings(dispersion_variant, tau=dispersion_tau, clamp=dispersion_clamp, margin=dispersion_margin,
-                       norm_weight=dispersion_norm_weight, max_tokens=dispersion_tokens or None)
-        disp_layers = select_layers(dispersion_layers, n_layer)
-    else:
-        disp_layers = []  # weight 0: the hidden states are not even collected
-except ValueError as e:
-    sys.exit(f"error: {e}")
 if ddp:
     init_process_group(backend=backend or ("nccl" if device_type == "cuda" else "gloo"))
     rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
@@ -73,6 +62,7 @@ local_accum = gradient_accumulation_steps // world_size  # micro-batches this pr
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 if compile is None:
     compile = device_type == "cuda"
+dispersion_path = dispersion_path or ("per_layer" if device_type == "cpu" else "stacked")
 torch.manual_seed(seed + rank)  # dropout and noise differ per process; batches do not (see below)
 if device_type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -97,8 +87,11 @@ if not os.path.exists(os.path.join(data_dir, "meta.json")):  # written last: a f
             sys.exit(f"error: data set '{dataset}' is not prepared: run {how} (or pick dataset=shakespeare_char).")
     if ddp:
         torch.distributed.barrier()
-with open(os.path.join(data_dir, "meta.json")) as f:
-    meta = json.load(f)
+try:
+    meta = read_meta(data_dir)
+except (OSError, ValueError) as e:
+    sys.exit(f"error: {e}.")
+check_token_files(data_dir, block_size)  # train.bin and val.bin there, whole uint16 ids, a window long
 
 
 def load_batch(split, offsets):
@@ -107,6 +100,10 @@ def load_batch(split, offsets):
     data = np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r")
     x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in offsets.tolist()])
     y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in offsets.tolist()])
+    if max(x.max().item(), y.max().item()) >= meta["vocab_size"]:  # on the CPU: cheap, and no device-side assert
+        sys.exit(f"error: {split}.bin in {data_dir} holds token id {max(x.max().item(), y.max().item())}, but its "
+                 f"meta.json has a vocabulary of {meta['vocab_size']}: the files come from different preparations; "
+                 "prepare the data set again.")
     if device_type == "cuda":  # pinned memory lets the copy overlap with the model's work
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
@@ -116,10 +113,6 @@ def split_length(split):
     return len(np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r"))
 
 
-for split in ("train", "val"):
-    if split_length(split) < block_size + 1:
-        sys.exit(f"error: the {split} split of '{dataset}' has fewer than block_size + 1 = {block_size + 1} tokens; "
-                 "lower block_size or add text.")
 # Every process draws the same offsets for the whole global batch and takes its own share of it, so the
 # global batch does not depend on how many processes there are (and a resume knows where it was).
 batch_gen = torch.Generator().manual_seed(seed)
@@ -148,13 +141,26 @@ elif init_from == "resume":
         if saved.get(k) != config[k]:
             sys.exit(f"error: {ckpt_path} was trained with {k}={saved.get(k)}, but the settings say {config[k]}; "
                      "resume with the run's own config or pick another --out_dir.")
-    if ckpt["model_args"]["vocab_size"] < meta["vocab_size"]:
-        sys.exit(f"error: {ckpt_path} has a vocabulary of {ckpt['model_args']['vocab_size']} tokens but data set "
-                 f"'{dataset}' has {meta['vocab_size']}; resume on the run's own data set.")
+    # the same folder may hold other data by now (prepared again from other text): the ids would mean other tokens
+    saved_data, why = ckpt.get("data"), None  # no "data" in checkpoints from before it: the vocabulary check only
+    if saved_data is not None and saved_data != data_fingerprint(meta):
+        why = f"its meta.json has changed: vocabulary {saved_data['vocab_size']} then, {meta['vocab_size']} now"
+    elif ckpt["model_args"]["vocab_size"] < meta["vocab_size"]:
+        why = f"its {meta['vocab_size']} tokens do not fit the checkpoint's {ckpt['model_args']['vocab_size']}"
+    if why:
+        sys.exit(f"error: the data set in {data_dir} is not the one {ckpt_path} was trained on ({why}); put the "
+                 "run's own data back, or start a new run in another --out_dir.")
+    iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
+    if iter_num >= max_iters:  # said, not silently skipped; nothing in out_dir has changed
+        if master:
+            print(f"nothing to do: {ckpt_path} is at iteration {iter_num} and max_iters is {max_iters}; raise "
+                  "max_iters to train further.")
+        if ddp:
+            destroy_process_group()
+        sys.exit(0)
     model_args = {**ckpt["model_args"], "dropout": dropout, "embed_noise_alpha": embed_noise_alpha}
     model = GPT(GPTConfig(**model_args))
     model.load_state_dict(ckpt["model"])
-    iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
 elif init_from.startswith("gpt2"):
     pretrained = GPT.from_pretrained(init_from)
     if block_size > pretrained.config.block_size:
@@ -167,11 +173,13 @@ elif init_from.startswith("gpt2"):
     weights["transformer.wpe.weight"] = weights["transformer.wpe.weight"][:block_size]  # the first block_size positions
     model.load_state_dict(weights)
     pretrained = weights = None  # free the memory
-    if disp_layers:  # named layer sets follow GPT-2's depth, not n_layer
-        disp_layers = select_layers(dispersion_layers, model.config.n_layer)
-else:
-    sys.exit(f"error: init_from must be 'scratch', 'resume' or a GPT-2 name like 'gpt2', not '{init_from}'.")
 model.to(device)
+disp_layers = []  # the hidden-state entries the dispersion loss reads; with weight 0 none are even collected
+if dispersion_weight > 0:  # named layer sets follow the model's depth, which after init_from=gpt2 is GPT-2's
+    try:
+        disp_layers = select_layers(dispersion_layers, model.config.n_layer)
+    except ValueError as e:  # only after gpt2: check_config has checked the layers against n_layer
+        sys.exit(f"error: dispersion_layers={dispersion_layers!r}: {e}.")
 
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # fp16 needs loss scaling; bf16 does not
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
@@ -222,18 +230,18 @@ def forward(m, x, y):
         _, ce, hidden = m(x, y, return_hidden=True)
         loss_args = dict(tau=dispersion_tau, clamp=dispersion_clamp, margin=dispersion_margin,
                          norm_weight=dispersion_norm_weight, max_tokens=dispersion_tokens or None)
-        if device_type == "cpu":  # a layer at a time: its (B, m, m) matrices stay in cache (bench.py: 1.1-2.3x faster)
+        if dispersion_path == "per_layer":  # a CPU's default: each layer's (B, m, m) matrices stay in cache
             disp = sum(dispersion_fn(hidden[i], dispersion_variant, **loss_args) for i in disp_layers)
             return ce, disp / len(disp_layers)  # each layer draws its own max_tokens subset
-        # on a GPU, all chosen layers as one batch of L * B sequences (fewer, larger kernels): the batch mean
-        # is the mean over layers
+        # "stacked", the default elsewhere: the chosen layers as one batch of L * B sequences (fewer, larger
+        # kernels); the batch mean is the mean over layers
         z = torch.stack([hidden[i] for i in disp_layers]).flatten(0, 1)  # (L * B, T, C)
         return ce, dispersion_fn(z, dispersion_variant, **loss_args)
 
 
 @torch.no_grad()
 def evaluate():
-    """Mean loss on the fixed batches of each split, plus condensation of fixed validation windows."""
+    """Mean loss on the fixed batches of each split."""
     raw_model.eval()
     out = {}
     for split, offsets in eval_offsets.items():
@@ -242,13 +250,12 @@ def evaluate():
             with autocast:
                 losses.append(raw_model(*load_batch(split, o))[1])
         out[f"{split}_loss"] = torch.stack(losses).mean().item()
-    if track_sequences:
-        out.update(condensation_summary(raw_model))
     raw_model.train()
     return out
 
 
 def condensation_summary(m):
+    """Condensation of the fixed validation windows (measure.py puts the model in eval mode and back)."""
     from measure import measure
     x, _ = load_batch("val", eval_offsets["val"].flatten()[:track_sequences])
     result = measure(m, x[:, :min(block_size, 512)], batch_size=batch_size, device=device)
@@ -263,6 +270,7 @@ def save_checkpoint(batch_state):
         return
     ckpt = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss, "config": config,
+            "data": data_fingerprint(meta),  # a resume refuses another data set under the same name
             "rng": {"torch": [cpu for cpu, _ in states], "batch": batch_state,
                     "cuda": [gpu for _, gpu in states] if device_type == "cuda" else None}}
     write_checkpoint(ckpt, ckpt_path)
@@ -279,7 +287,7 @@ def forget_embedding():
     optimizer.state.pop(wte, None)
 
 
-config.update(dtype=dtype, compile=compile)  # as resolved here, so config.json says what ran
+config.update(dtype=dtype, compile=compile, dispersion_path=dispersion_path)  # so config.json says what ran
 metrics_path = os.path.join(out_dir, "metrics.jsonl")
 stop_args = dict(ddp=ddp, device=device, master=master, out_dir=out_dir)
 if master:  # out_dir exists: claim_out_dir made it
@@ -316,8 +324,12 @@ while True:
     if evaluation_due and not (init_from == "resume" and iter_num == start_iter):  # a resume starts past its eval
         t_eval = time.perf_counter()
         metrics = evaluate()
+        # checked before tracking (an eigendecomposition of NaNs raises) and before any checkpoint; the fresh
+        # losses count too, because the weights can turn non-finite in the step just taken
         stop_if_nonfinite(nonfinite.item() or not math.isfinite(metrics["train_loss"] + metrics["val_loss"]),
                           iter_num=iter_num, **stop_args)
+        if track_sequences:
+            metrics.update(condensation_summary(raw_model))
         if master:
             print(f"iter {iter_num}: train loss {metrics['train_loss']:.4f}, val loss {metrics['val_loss']:.4f}"
                   + (f", condensation spearman {metrics['spearman']:+.2f}" if "spearman" in metrics else ""))

@@ -1,7 +1,7 @@
 """
-The plumbing of train.py, kept out of the training loop's way: one run per out_dir, checkpoints that survive a
-crash and resume exactly, metrics.jsonl, peak memory and the stop on a non-finite loss. Nothing here changes
-what is trained; a reader of train.py can take each function at its name.
+The plumbing of train.py, kept out of the training loop's way: the check of the token files, one run per
+out_dir, checkpoints that survive a crash and resume exactly, metrics.jsonl, peak memory and the stop on a
+non-finite loss. Nothing here changes what is trained; a reader of train.py can take each function at its name.
 """
 
 import json
@@ -10,6 +10,24 @@ import socket
 import sys
 
 import torch
+
+
+def check_token_files(data_dir, block_size):
+    """Stop with one sentence unless train.bin and val.bin of data_dir are there, hold whole uint16 token ids
+    (an even number of bytes) and at least one window of block_size + 1 tokens: np.memmap would otherwise fail
+    with a traceback, or read a cut-short file without a word."""
+    again = "prepare the data set again (data/prepare_text.py, or data/<name>/prepare.py)"
+    for split in ("train", "val"):
+        path = os.path.join(data_dir, f"{split}.bin")
+        if not os.path.isfile(path):
+            sys.exit(f"error: {path} is missing; {again}.")
+        size = os.path.getsize(path)
+        if size == 0 or size % 2:  # uint16: two bytes per token
+            problem = "empty" if size == 0 else f"cut short ({size} bytes, an odd number)"
+            sys.exit(f"error: {path} is {problem}, not uint16 token ids; {again}.")
+        if size // 2 < block_size + 1:
+            sys.exit(f"error: {path} holds {size // 2} tokens, fewer than block_size + 1 = {block_size + 1}; "
+                     "lower block_size or prepare more text.")
 
 
 def claim_out_dir(out_dir):
@@ -64,14 +82,18 @@ def write_checkpoint(ckpt, path):
     one as it was."""
     tmp = path + ".tmp"
     try:
-        with open(tmp, "wb") as f:  # a file object: a full disk then raises OSError (given a path, RuntimeError)
+        with open(tmp, "wb") as f:
             torch.save(ckpt, f)
         os.replace(tmp, path)
-    except OSError as e:  # e.g. a full disk: say so in one line; the previous ckpt.pt is untouched
+    except (OSError, RuntimeError) as e:  # a full disk: torch's writer raises a RuntimeError around the OSError
         if os.path.exists(tmp):
             os.remove(tmp)
-        sys.exit(f"error: could not write the checkpoint to {path} ({e.strerror or e}); free space or fix "
-                 f"the folder and continue with --init_from=resume (the previous checkpoint, if any, is intact).")
+        cause = e
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        reason = (cause.strerror or str(cause)) if cause is not None else str(e).strip().splitlines()[0]
+        sys.exit(f"error: could not write the checkpoint to {path} ({reason}); free space or fix the folder and "
+                 "continue with --init_from=resume (the previous checkpoint, if any, is intact).")
 
 
 def start_metrics(path, resume_iter):

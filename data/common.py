@@ -53,13 +53,37 @@ def gpt2_encoding():
                              special_tokens={ENDOFTEXT: 50256}, explicit_n_vocab=50257)
 
 
-def load_tokenizer(data_dir):
-    """(encode, decode) for a prepared data set: encode(str) -> list[int], decode(ids) -> str."""
+def read_meta(data_dir):
+    """meta.json of a prepared data set. Raises FileNotFoundError if it is missing and ValueError if it is not
+    one written by prepare_text (cut short, edited, another file), each with a sentence saying what to do."""
     meta_path = Path(data_dir) / "meta.json"
     if not meta_path.exists():
         raise FileNotFoundError(f"{meta_path} is missing; prepare the data set first "
                                 "(data/<name>/prepare.py or data/prepare_text.py)")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{meta_path} cannot be read ({type(e).__name__}); prepare the data set again") from None
+    vocab = meta.get("vocab_size") if isinstance(meta, dict) else None
+    chars = meta.get("chars") if isinstance(meta, dict) else None
+    if (not isinstance(vocab, int) or vocab < 1 or meta.get("tokenizer") not in ("char", "gpt2")
+            or (meta["tokenizer"] == "char" and (not isinstance(chars, list) or len(chars) != vocab))):
+        raise ValueError(f"{meta_path} lacks a valid vocab_size, tokenizer or character list; prepare the data "
+                         "set again")
+    return meta
+
+
+def data_fingerprint(meta):
+    """What identifies a prepared data set, kept in each checkpoint so that a resume cannot silently go on with
+    other data: the vocabulary size, the tokenizer, and a sha256 of meta.json's content, which holds the
+    characters of a char-level vocabulary and the token counts of both splits."""
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+    return {"vocab_size": meta["vocab_size"], "tokenizer": meta["tokenizer"], "meta_sha256": digest}
+
+
+def load_tokenizer(data_dir):
+    """(encode, decode) for a prepared data set: encode(str) -> list[int], decode(ids) -> str."""
+    meta = read_meta(data_dir)
     if meta["tokenizer"] == "gpt2":
         enc = gpt2_encoding()
         encode = lambda text: enc.encode(text, allowed_special={ENDOFTEXT})  # a prompt may hold <|endoftext|>

@@ -62,8 +62,8 @@ def test_top_k_one_is_greedy_and_a_prompt_file_works(run_dir, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--start=xyz"], "character 'x' is not in the vocabulary"),
     (["--start=FILE:/no/such/file.txt"], "cannot read the prompt file"),
-    (["--dtype=fp16"], "dtype must be float32, bfloat16 or float16"),
-    (["--init_from=bert"], "init_from must be 'resume'"),
+    (["--dtype=fp16"], "dtype='fp16' is not allowed: it must be '' (automatic), float32, bfloat16 or float16"),
+    (["--init_from=bert"], "init_from='bert' is not allowed: it must be resume or one of gpt2"),
 ])
 def test_bad_input_is_one_sentence(run_dir, args, message):
     p = sample(f"--out_dir={run_dir / 'run'}", *args)

@@ -34,7 +34,7 @@ shared = dict(data_dir={data!r}, n_layer=2, n_head=2, n_embd=16, block_size=16, 
 runs = {{
     "a": {{}},
     "b": {{"dispersion_weight": 0.1, "dispersion_layers": "late_half"}},
-    "bad": {{"n_layer": 0.5}},  # not a whole number: train.py stops at once
+    "bad": {{"data_dir": {data!r} + "-gone"}},  # right settings, but no data there: train.py stops at once
 }}
 seeds = [7]
 measure = {{"num_sequences": 4}}
@@ -64,9 +64,9 @@ def test_study_runs_skips_resumes_and_survives_a_failure(tmp_path):
 
     first = run_study(path, results)
     assert first.returncode != 0, first.stdout  # one run failed ...
-    assert "bad-s7: FAILED" in first.stdout and "n_layer" in first.stdout  # ... said why, on stdout
+    assert "bad-s7: FAILED" in first.stdout and "holds no prepared data set" in first.stdout  # ... said why
     assert "a-s7: trained" in first.stdout and "b-s7: trained" in first.stdout  # ... and the others ran
-    assert "n_layer" in (out / "bad-s7" / "log.txt").read_text()  # its log is kept
+    assert "holds no prepared data set" in (out / "bad-s7" / "log.txt").read_text()  # its log is kept
 
     table = json.loads((out / "results.json").read_text())["runs"]
     assert list(table) == ["a", "b", "bad"]

@@ -10,6 +10,7 @@ import ast
 import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -104,10 +105,11 @@ def test_metrics_and_config(base_run):
 
 
 def test_settings_are_exactly_the_module_level_names(base_run):
-    """config.json holds every module-level assignment of settings.py (what defaults() collects) and nothing else."""
+    """config.json holds every module-level assignment of a lower-case name in settings.py (what defaults()
+    collects) and nothing else; the upper-case ones (RULES, ...) are not settings."""
     tree = ast.parse(Path(REPO, "settings.py").read_text())
     names = [node.targets[0].id for node in tree.body
-             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)]
+             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id.islower()]
     config = json.loads(Path(base_run, "config.json").read_text())
     assert sorted(config) == sorted(names) and len(names) > 30
 
@@ -144,9 +146,9 @@ def test_resume_is_exact(base_run, data_dir, tmp_path):
     assert read_metrics(tampered)[0][6]["loss"] != base_steps[6]["loss"]
 
 
-# Runs train.py in this interpreter with torch.save replaced by one that writes the first bytes into the file
-# train.py opened and then has the real torch.save write to /dev/full, a device that is always full: the error
-# is the one a full disk gives. (Given a path instead of a file object, the first write fails the test.)
+# Where no small disk can be mounted (see below): train.py in this interpreter with torch.save replaced by one
+# that writes the first bytes into the file train.py opened and then has the real torch.save write to /dev/full,
+# a device that is always full. (Given a path instead of a file object, the first write fails the test.)
 FULL_DISK_SAVE = """
 import runpy, sys, torch
 real_save = torch.save
@@ -176,11 +178,35 @@ def test_resume_after_a_crash_logs_each_iteration_once(base_run, data_dir, tmp_p
     assert [steps[i]["loss"] for i in sorted(steps)] == [base_steps[i]["loss"] for i in sorted(base_steps)]
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux's /dev/full")
+def can_mount_a_disk(folder):
+    """True if this process may mount a tmpfs in a private mount namespace (root, or CAP_SYS_ADMIN, on Linux)."""
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {folder}"],
+                           capture_output=True, timeout=60)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux (unshare and tmpfs, or /dev/full)")
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(base_run, data_dir, tmp_path):
-    out_dir = copy_run(base_run, tmp_path)
-    before = (out_dir / "ckpt.pt").read_bytes()
-    result = train(out_dir, data_dir, "--init_from=resume", "--max_iters=18", script=FULL_DISK_SAVE, check=False)
+    """A run resumed on a disk with room for its files and half a checkpoint more: the save at 18 fails, and
+    the previous checkpoint stays as it was. The disk is a real tmpfs in a mount namespace of its own (gone when
+    the command ends, so the folder is copied out first); where none can be mounted, /dev/full stands in."""
+    before = (base_run / "ckpt.pt").read_bytes()
+    disk, out_dir = tmp_path / "disk", tmp_path / "after"
+    disk.mkdir()
+    if can_mount_a_disk(disk):
+        used = sum(4096 * math.ceil(p.stat().st_size / 4096) for p in base_run.iterdir())  # tmpfs counts pages
+        command = [sys.executable, "train.py", *TINY, f"--data_dir={data_dir}", f"--out_dir={disk / 'out'}",
+                   "--init_from=resume", "--max_iters=18"]
+        script = (f"mount -t tmpfs -o size={used + len(before) // 2} tmpfs {disk} && cp -r {base_run} {disk / 'out'}"
+                  f" && {shlex.join(command)}; status=$?; cp -r {disk / 'out'} {out_dir}; exit $status")
+        result = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=REPO, env=ENV, capture_output=True,
+                                text=True, timeout=300)
+    else:
+        copy_run(base_run, tmp_path)
+        out_dir = tmp_path / "out"
+        result = train(out_dir, data_dir, "--init_from=resume", "--max_iters=18", script=FULL_DISK_SAVE, check=False)
     assert_clean_error(result, "could not write the checkpoint", "No space left on device", "--init_from=resume")
     assert read_metrics(out_dir)[1][18]  # it got as far as the evaluation before the save
     assert (out_dir / "ckpt.pt").read_bytes() == before
@@ -298,13 +324,13 @@ def test_one_run_at_a_time_per_out_dir(base_run, data_dir, tmp_path):
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(base_run, data_dir, tmp_path):
-    """An infinite learning rate (1e999 reads as inf) turns the weights into inf/nan at the first step. The
-    step losses are only checked every log_interval (here: never), so the evaluation at 18 has to catch it
-    before it saves."""
+    """A learning rate of 1e6 turns the weights into inf/nan within a few steps. The step losses are only
+    checked every log_interval (here: never), so the evaluation at 18 has to catch it, before the condensation
+    tracking (whose eigendecomposition raises on NaN) and before it saves."""
     out_dir = copy_run(base_run, tmp_path)
     before = (out_dir / "ckpt.pt").read_bytes()
-    result = train(out_dir, data_dir, "--init_from=resume", "--max_iters=24", "--learning_rate=1e999",
-                   "--min_lr=1e999", "--log_interval=1000", check=False)
+    result = train(out_dir, data_dir, "--init_from=resume", "--max_iters=24", "--learning_rate=1e6",
+                   "--min_lr=1e6", "--log_interval=1000", "--track_sequences=4", check=False)
     assert_clean_error(result, "non-finite by iteration 18", "last good checkpoint")
     assert (out_dir / "ckpt.pt").read_bytes() == before
     assert load_checkpoint(str(out_dir / "ckpt.pt"))["iter_num"] == 12

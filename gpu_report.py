@@ -1,0 +1,176 @@
+"""
+The record of a gpu_suite.py run: the facts of the machine (facts.json, nvidia-smi.txt) and the summary
+(summary.md: Markdown tables ready for the README), written from the suite's record (summary.json) and the files
+its steps left (bench.json, the study folders, compare.json).
+
+    python gpu_report.py results/gpu_suite      # writes results/gpu_suite/summary.md again, e.g. after an edit here
+
+gpu_suite.py calls write_summary() after every step, so the summary always says what has finished.
+"""
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+
+from configurator import configure
+from settings import defaults
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+OTHER_STUDIES = ("studies/gpu_init.py", "studies/gpu_mlp.py", "studies/gpu_size.py", "studies/gpu_knobs.py")
+MFU_TARGET, OVERHEAD_TARGET = 0.40, 0.05  # at least 40% MFU; at most 5% more step time with the dispersion loss
+
+
+def read_json(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def machine_facts(folder):
+    """The GPU, torch, CUDA, Python and the CPU, as a dict; also written to folder/facts.json and nvidia-smi.txt."""
+    import torch
+    f = dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda, gpu=None,
+             cpu_cores=os.cpu_count(), platform=platform.platform(), nvidia_smi="not found")
+    try:  # Linux names its processor here
+        with open("/proc/cpuinfo") as cpuinfo:
+            f["cpu"] = next((l.split(":", 1)[1].strip() for l in cpuinfo if l.startswith("model name")), "")
+    except OSError:
+        f["cpu"] = platform.processor()
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        f["gpu"] = dict(name=p.name, memory_gib=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}",
+                        multiprocessors=p.multi_processor_count)
+    query = "--query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm,clocks.max.mem"
+    try:
+        text = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
+        f["nvidia_smi"] = subprocess.run(["nvidia-smi", query, "--format=csv"], capture_output=True, text=True,
+                                         timeout=30).stdout.strip()
+        with open(os.path.join(folder, "nvidia-smi.txt"), "w") as out:
+            out.write(text + "\n" + f["nvidia_smi"] + "\n")
+    except (OSError, subprocess.TimeoutExpired):  # no NVIDIA driver here: f says "not found"
+        pass
+    with open(os.path.join(folder, "facts.json"), "w") as out:
+        json.dump(f, out, indent=1)
+    return f
+
+
+def bench_section(folder, name, title, verdict):
+    """The target's verdict, then bench.md as it is (its header names the command and the machine)."""
+    report = read_json(os.path.join(folder, name, "bench.json"))
+    if not report:
+        return []
+    with open(os.path.join(folder, name, "bench.md")) as f:
+        return [f"## {title}", "", verdict(report["training"]), "", f.read().strip(), ""]
+
+
+def mfu_verdict(rows):
+    mfu = rows[0]["mfu"]
+    if mfu is None:
+        return "MFU not reported: model.PEAK_FLOPS has no peak FLOP/s for this device."
+    return f"**MFU {100 * mfu:.1f}%**: the target of at least 40% is {'met' if mfu >= MFU_TARGET else 'not met'}."
+
+
+def overhead_verdict(rows):
+    extra = rows[1]["ratio"] - 1
+    return (f"**angular: {100 * extra:+.1f}% step time** ({rows[1]['ms']:.2f} ms against {rows[0]['ms']:.2f} ms "
+            f"off): the target of at most +5% is {'met' if extra <= OVERHEAD_TARGET else 'not met'}.")
+
+
+def differing_settings(run_dir, config_file, run_args):
+    """The settings of a run that differ from those of `python train.py CONFIG_FILE RUN_ARGS`."""
+    saved = read_json(os.path.join(run_dir, "config.json"))
+    expected = configure(defaults(), [config_file, *run_args])
+    return [k for k, v in expected.items() if k != "out_dir" and v not in ("", None) and saved.get(k) != v]
+
+
+def full_section(folder, run_args):
+    """The README's Results rows for small_base and small_disp (seed 1337 of gpu_method), and the comparison."""
+    from study import run_numbers
+    extra = "".join(" " + a for a in run_args)
+    rows = []
+    for run in ("small_base", "small_disp"):
+        run_dir = os.path.join(folder, "gpu_method", f"{run}-s1337")
+        if os.path.exists(os.path.join(run_dir, "condensation.json")):
+            n, c = run_numbers(run_dir), read_json(os.path.join(run_dir, "config.json"))
+            differ = differing_settings(run_dir, f"config/{run}.py", run_args)
+            rows.append(f"| {run}: {c['n_layer']} x {c['n_embd']}, {c['dataset']}, {c['max_iters']:,} steps | "
+                        f"`python train.py config/{run}.py{extra}`"
+                        + (f" (but {', '.join(differ)} differ)" if differ else "")
+                        + f" | {n['final_val_loss']:.3f} | {n['wall_s']:.0f} s | {n['spearman']:+.2f}, "
+                        f"{n['late_cos']:.2f} |")
+    if not rows:
+        return []
+    lines = ["## c. small_base and small_disp at full length", "",
+             "| run | command | val loss | time | condensation (Spearman, late-layer mean cos) |",
+             "|---|---|---:|---:|---|", *rows, "",
+             "Val loss at the last step; time: the training alone; condensation: measure.py on 100 validation "
+             "windows of the final checkpoint (gpu_method/*-s1337/condensation.png).", ""]
+    compare = read_json(os.path.join(folder, "full", "compare.json"))
+    if compare:
+        lines += ["| model | Spearman | Kendall | mean cos, embedding | mean cos, output |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {r['name']} | {r['spearman']:+.2f} | {r['kendall']:+.2f} | {r['mean_cos'][0]:.3f} | "
+                  f"{r['mean_cos'][-1]:.3f} |" for r in compare]
+        lines += ["", "![condensation at init, after small_base and after small_disp](full/compare.png)", ""]
+    return lines
+
+
+def studies_section(folder):
+    """Each study's own results.md (mean and spread over seeds) and figure."""
+    lines = []
+    for name in ["gpu_method"] + [os.path.basename(path)[:-3] for path in OTHER_STUDIES]:
+        if os.path.exists(os.path.join(folder, name, "results.md")):
+            with open(os.path.join(folder, name, "results.md")) as f:
+                table = f.read().strip().splitlines()[1:]  # without its title
+            lines += [f"### {name}", *table, "", f"![{name}]({name}/condensation.png)", ""]
+    return ["## d. Studies", "", *lines] if lines else []
+
+
+def header(record):
+    f, s = record["facts"] or {}, record["settings"]
+    gpu = f.get("gpu") or {}
+    lines = [f"# GPU suite: {gpu.get('name', 'no GPU')}" + (" (rehearsal)" if s["rehearse"] else ""), ""]
+    if s["rehearse"]:
+        lines += ["A rehearsal on a CPU at tiny sizes: it tests the steps; its numbers mean nothing.", ""]
+    if f:
+        lines += [f"Machine: {gpu.get('name', 'no GPU')}" + (f" ({gpu['memory_gib']} GiB)" if gpu else "")
+                  + f", {f['cpu_cores']} CPU cores ({f['cpu']}); torch {f['torch']}, CUDA {f['cuda']}, Python "
+                  f"{f['python']}; nvidia-smi: {(f['nvidia_smi'].splitlines() or ['no answer'])[-1]}."]
+    lines += [f"Command: `python gpu_suite.py {shlex.join(record['argv'])}`: {record['elapsed_s']:.0f} s of a "
+              f"budget of {s['budget']:.0f} s.", "", "| step | status | estimate s | wall s | result |",
+              "|---|---|---:|---:|---|"]
+    rows = list(record["steps"].items()) + [("studies: " + p["label"], p) for p in record["studies"]]
+    return lines + [f"| {name} | {r['status']} | {r['estimate']:.0f} | "
+                    + ("-" if r["wall"] is None else f"{r['wall']:.0f}") + f" | {r['result']} |" for name, r in rows]
+
+
+def write_summary(folder):
+    """summary.md from folder/summary.json and the steps' files; returns its path."""
+    record = read_json(os.path.join(folder, "summary.json"))
+    if record is None:
+        raise ValueError(f"{folder} holds no summary.json; give the results folder of a gpu_suite.py run.")
+    lines = [*header(record), "",
+             *bench_section(folder, "mfu", "a. MFU: GPT-2-small shape, bf16 and compile", mfu_verdict),
+             *bench_section(folder, "overhead", "b. Dispersion overhead on small_base, compiled", overhead_verdict),
+             *full_section(folder, record["run_args"]), *studies_section(folder),
+             "Raw numbers: summary.json (steps, commands, facts), facts.json, nvidia-smi.txt, mfu/ and overhead/"
+             "bench.json, full/compare.json, gpu_method/results.json; logs/: the output of every command."]
+    path = os.path.join(folder, "summary.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("error: give one results folder: python gpu_report.py results/gpu_suite")
+    folder = os.path.abspath(sys.argv[1])
+    os.chdir(ROOT)  # config files name their paths from the repo root
+    try:
+        print(write_summary(folder))
+    except ValueError as e:
+        sys.exit(f"error: {e}")
