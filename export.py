@@ -90,14 +90,15 @@ def find_tokenizer(ckpt, choice):
         return choice, None
     if choice != "auto":
         raise ValueError(f"tokenizer must be auto, gpt2 or none, not '{choice}'.")
+    from data.common import read_meta
     config = ckpt.get("config", {})
     data_dir = config.get("data_dir") or os.path.join(ROOT, "data", str(config.get("dataset")))
-    meta_path = os.path.join(data_dir, "meta.json")
-    if not os.path.exists(meta_path):
-        raise ValueError(f"cannot tell the run's tokenizer: {meta_path} is missing; pass --tokenizer=gpt2 if it used "
-                         "GPT-2's BPE, or --tokenizer=none to export the weights alone.")
-    with open(meta_path) as f:
-        meta = json.load(f)
+    try:
+        meta = read_meta(data_dir)  # ValueError if it is not a meta.json that prepare_text wrote
+    except FileNotFoundError:
+        raise ValueError(f"cannot tell the run's tokenizer: {os.path.join(data_dir, 'meta.json')} is missing; pass "
+                         "--tokenizer=gpt2 if it used GPT-2's BPE, or --tokenizer=none to export the weights "
+                         "alone.") from None
     return meta["tokenizer"], meta
 
 

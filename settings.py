@@ -132,6 +132,7 @@ RULES = {
               "'' (automatic), float32, bfloat16 or float16"),
     "compile": (lambda v: v is None or isinstance(v, bool), "True, False or None (on for CUDA only)"),
     "backend": (lambda v: v in ("", "nccl", "gloo", "mpi", "ucc"), "'' (automatic), nccl, gloo, mpi or ucc"),
+    "wandb_project": (lambda v: v != "", "a Weights & Biases project name, not empty"),
 }
 
 
