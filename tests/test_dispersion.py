@@ -1,7 +1,7 @@
 """
-Tests for dispersion.py: every variant against an independent float64 loop over pairs (the formulas of
-shared/reference/condensation-and-dispersion.md section 3), gradients, invariances, subsampling, precision,
-errors, layer selection and one torch.compile check.
+Tests for dispersion.py and dispersion_fused.py: every variant against an independent float64 loop over pairs
+(the formulas of docs/condensation.md section 3), the speed path against the formulas, gradients, invariances,
+subsampling, precision, errors, layer selection and one torch.compile check.
 
 Run: python -m pytest tests/test_dispersion.py -q
 """
@@ -13,10 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dispersion import (VARIANTS, angles, cosines, dispersion_loss, entropy_rows, log_mean_exp, mean_pairs,
-                        select_layers, squared_distances)
+import dispersion
+import dispersion_fused
+from dispersion import FAST_PATHS, VARIANTS, dispersion_loss, select_layers
 
 SETTINGS = dict(tau=0.7, clamp=0.1, margin=0.5, norm_weight=0.1)  # tau != 1 so a misplaced tau shows
+BUILT_IN = [name for name in VARIANTS if VARIANTS[name] in FAST_PATHS]  # the variants with a speed path
 
 
 # -----------------------------------------------------------------------------
@@ -149,22 +151,15 @@ def test_straight_through_gradient_is_the_slope_at_the_band_edge(theta):
     assert torch.allclose(z.grad[0, 0], slope * math.sin(theta) * torch.tensor([0.0, 1.0], dtype=torch.float64))
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("variant", BUILT_IN)
 @pytest.mark.parametrize("case", list(edge_cases()) + ["below_eps", "far_apart"])
-def test_fused_gradient_equals_autograd_through_the_written_out_formula(variant, case):
-    """Every variant runs through a hand-written backward (CosinePairs or DistancePairs); autograd through the
-    plain formula, built from dispersion.py's building blocks, must give the same value and gradient, also for
-    pairs beyond the clamp band (identical, antipodal tokens), for zero vectors, for a token of norm 1e-7 (floored
-    at eps = 1e-6), and for tokens so far apart that most exp terms underflow (the UNDERFLOW floor must not show)."""
-    tau, clamp, margin, norm_weight = SETTINGS["tau"], SETTINGS["clamp"], SETTINGS["margin"], SETTINGS["norm_weight"]
-    written_out = {
-        "angular": lambda z: log_mean_exp(angles(z, clamp) / -tau),
-        "cosine": lambda z: log_mean_exp(cosines(z) / tau),
-        "l2_repel": lambda z: log_mean_exp(squared_distances(z) / -tau) + norm_weight * z.pow(2).mean((1, 2)),
-        "orthogonal": lambda z: mean_pairs(F.relu(margin - angles(z, clamp)).pow(2)),
-        "decorrelation": lambda z: mean_pairs(cosines(z - z.mean(dim=-1, keepdim=True)).pow(2)),
-        "entropy": lambda z: -entropy_rows(squared_distances(z) / -tau).mean(-1),
-    }[variant]
+def test_speed_path_equals_the_formula_in_value_and_gradient(variant, case):
+    """Each built-in variant runs through dispersion_fused.py; its formula in dispersion.py, through autograd, must
+    give the same value and gradient, also for pairs beyond the clamp band (identical, antipodal tokens), for zero
+    vectors, for a token of norm 1e-7 (floored at eps = 1e-6), and for tokens so far apart that most exp terms
+    underflow (the UNDERFLOW floor must not show)."""
+    formula = VARIANTS[variant]
+    fast = FAST_PATHS[formula]
     g = torch.Generator().manual_seed(3)
     below_eps = torch.randn(2, 4, 6, generator=g)
     below_eps[:, 0] *= 1e-7 / below_eps[:, 0].norm(dim=-1, keepdim=True)
@@ -172,10 +167,21 @@ def test_fused_gradient_equals_autograd_through_the_written_out_formula(variant,
     z = (special[case] if case in special else edge_cases()[case]).double().requires_grad_()
     z_ref = z.detach().clone().requires_grad_()
     weights = torch.arange(1.0, z.size(0) + 1, dtype=torch.float64)  # a different upstream gradient per sequence
-    (VARIANTS[variant](z, **SETTINGS) * weights).sum().backward()
-    (written_out(z_ref) * weights).sum().backward()
-    assert torch.allclose(VARIANTS[variant](z.detach(), **SETTINGS), written_out(z_ref.detach()), rtol=1e-12)
+    (fast(z, **SETTINGS) * weights).sum().backward()
+    (formula(z_ref, **SETTINGS) * weights).sum().backward()
+    assert torch.allclose(fast(z.detach(), **SETTINGS), formula(z_ref.detach(), **SETTINGS), rtol=1e-12)
     assert torch.allclose(z.grad, z_ref.grad, rtol=1e-9, atol=1e-12)
+
+
+def test_speed_path_floors_norms_like_the_formulas():
+    assert dispersion_fused.EPS == dispersion.EPS
+
+
+def test_a_formula_replaced_in_the_registry_runs_as_written(monkeypatch):
+    """FAST_PATHS is keyed by the formula function: replacing VARIANTS["cosine"] drops the speed path."""
+    z = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setitem(VARIANTS, "cosine", lambda z, **_: z.sum((1, 2)))
+    assert dispersion_loss(z, "cosine").item() == pytest.approx(z.sum().item() / 2, rel=1e-6)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -190,8 +196,8 @@ def test_fused_gradient_in_float32_agrees_with_float64(variant):
     assert torch.allclose(z32.grad.double(), z64.grad, rtol=1e-3, atol=1e-4 * z64.grad.abs().max().item())
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_second_derivatives_raise_instead_of_being_wrong(variant):
+@pytest.mark.parametrize("variant", BUILT_IN)
+def test_second_derivatives_of_the_speed_path_raise_instead_of_being_wrong(variant):
     z = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(5), requires_grad=True)
     with pytest.raises(RuntimeError, match="first derivatives only"):
         torch.autograd.grad(dispersion_loss(z, variant, **SETTINGS), z, create_graph=True)
