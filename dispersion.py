@@ -54,11 +54,13 @@ def angles(z, clamp):
 
 def squared_distances(z):
     """d_ij = ||z_i - z_j||^2 = |z_i|^2 + |z_j|^2 - 2 z_i . z_j, after subtracting the sequence mean
-    (distances do not change; it avoids cancellation when all tokens share a large offset)."""
+    (distances do not change; it avoids cancellation when all tokens share a large offset). The diagonal is set
+    to its exact 0: computed, it is a difference of large numbers, and its rounding error grows with ||z||^2."""
+    T = z.size(1)
     z = z - z.mean(dim=1, keepdim=True)  # (B, T, C)
     sq = z.pow(2).sum(-1)  # (B, T)
     d = torch.baddbmm(sq.unsqueeze(2) + sq.unsqueeze(1), z, z.transpose(1, 2), alpha=-2)  # (B, T, T)
-    return d.clamp_min(0)  # rounding can leave tiny negatives
+    return d.masked_fill(~off_diagonal(T, z.device), 0.0).clamp_min(0)  # rounding can leave tiny negatives
 
 
 def off_diagonal(T, device):
@@ -105,8 +107,11 @@ def cosine(z, *, tau, **_):
 
 
 def l2_repel(z, *, tau, norm_weight, **_):
-    """log mean_{i!=j} exp(-||z_i - z_j||^2 / tau) + norm_weight * mean(z^2) over tokens and channels."""
-    return log_mean_exp(squared_distances(z) / -tau) + norm_weight * z.pow(2).mean((1, 2))
+    """InfoNCE-L2: log mean_{i,j} exp(-||z_i - z_j||^2 / tau) over all T^2 pairs, the diagonal included, plus
+    norm_weight * mean(z^2) over tokens and channels. The T diagonal terms are exp(0) = 1, so the mean is at least
+    1/T and the loss at least -log T: it saturates once tokens are a few sqrt(tau) apart. Without them the pair
+    term would fall like -||z||^2 without limit and reward blowing up the hidden states."""
+    return log_mean_exp(squared_distances(z) / -tau, diagonal=True) + norm_weight * z.pow(2).mean((1, 2))
 
 
 def orthogonal(z, *, margin, clamp, **_):

@@ -101,24 +101,28 @@ def angles_and_slope_(c, clamp):
     return a, c.mul_(c).neg_().add_(1).rsqrt_().mul_(-1 / math.pi)
 
 
-def exp_pairs_(x):
-    """In place on x (B, T, T): e_ij = exp(x_ij - x_max) for i != j and 0 on the diagonal, with x_max (B,) the
-    largest off-diagonal entry (so no term overflows) and arguments below -UNDERFLOW raised to it.
-    Returns e, its sum per sequence (B,), and log mean_{i!=j} exp(x_ij) (B,)."""
+def exp_pairs_(x, diagonal=False):
+    """In place on x (B, T, T): e_ij = exp(x_ij - x_max), with x_max (B,) the largest entry (so no term overflows)
+    and arguments below -UNDERFLOW raised to it; over the pairs i != j (e is 0 on the diagonal), or over all T^2
+    entries with diagonal=True. Returns e, its sum per sequence (B,), and log mean exp(x) over those entries (B,)."""
     T = x.size(-1)
-    x.diagonal(dim1=1, dim2=2).fill_(float("-inf"))  # i == j is not a pair
+    if not diagonal:
+        x.diagonal(dim1=1, dim2=2).fill_(float("-inf"))  # i == j is not a pair
     x_max = x.flatten(1).amax(1)  # (B,)
     e = x.sub_(x_max[:, None, None]).clamp_min_(-UNDERFLOW).exp_()  # (B, T, T)
-    e.diagonal(dim1=1, dim2=2).zero_()
+    if not diagonal:
+        e.diagonal(dim1=1, dim2=2).zero_()
     total = e.sum((1, 2))  # (B,)
-    return e, total, x_max + total.log() - math.log(T * (T - 1))
+    return e, total, x_max + total.log() - math.log(T * T if diagonal else T * (T - 1))
 
 
 def centred_distances(z, tau):
-    """zc = z centred over the sequence (B, T, C) and x = -||zc_i - zc_j||^2 / tau (B, T, T)."""
+    """zc = z centred over the sequence (B, T, C) and x = -||zc_i - zc_j||^2 / tau (B, T, T), its diagonal the
+    exact 0 as in dispersion.squared_distances."""
     zc = z - z.mean(dim=1, keepdim=True)  # (B, T, C)
     sq = torch.linalg.vecdot(zc, zc)  # (B, T)
     d = torch.baddbmm(sq[:, :, None] + sq[:, None, :], zc, zc.transpose(1, 2), alpha=-2)  # (B, T, T)
+    d.diagonal(dim1=1, dim2=2).zero_()
     return zc, d.clamp_min_(0).mul_(-1 / tau)  # rounding can leave tiny negative distances
 
 
@@ -144,10 +148,10 @@ def cosine(z, *, tau, **_):
 
 
 def l2_repel(z, *, tau, norm_weight, **_):
-    """log mean_{i!=j} exp(-d_ij / tau) + norm_weight * mean(z^2); S = 2W = -2 p_ij / tau (W is symmetric).
-    Autograd differentiates the norm term."""
+    """log mean_{i,j} exp(-d_ij / tau) over all T^2 pairs + norm_weight * mean(z^2); S = 2W = -2 p_ij / tau (W is
+    symmetric; the diagonal terms, d_ii = 0, contribute S_ii (z_i - z_i) = 0). Autograd differentiates the norm term."""
     zc, x = centred_distances(z.detach(), tau)
-    e, total, loss = exp_pairs_(x)
+    e, total, loss = exp_pairs_(x, diagonal=True)
     S = e.mul_((-2 / tau) / total[:, None, None])  # (B, T, T)
     return DistanceGrad.apply(z, loss, zc, S) + norm_weight * z.pow(2).mean((1, 2))
 

@@ -47,7 +47,7 @@ def ref_sequence(x, variant, tau, clamp, margin, norm_weight):
     if variant == "cosine":
         return math.log(np.mean([math.exp(ref_unit(x[i]) @ ref_unit(x[j]) / tau) for i, j in pairs]))
     if variant == "l2_repel":
-        repel = math.log(np.mean([math.exp(-np.sum((x[i] - x[j]) ** 2) / tau) for i, j in pairs]))
+        repel = math.log(np.mean([math.exp(-np.sum((x[i] - x[j]) ** 2) / tau) for i in range(T) for j in range(T)]))
         return repel + norm_weight * np.mean(x ** 2)
     if variant == "orthogonal":
         return np.mean([max(0.0, margin - ref_angle(x[i], x[j], clamp)) ** 2 for i, j in pairs])
@@ -116,6 +116,24 @@ def test_stacked_layers_in_one_call_give_the_mean_over_layers():
     stacked.backward()
     assert hidden[0].grad is None and all(hidden[l].grad.abs().sum() > 0 for l in layers)
 
+
+
+@pytest.mark.parametrize("path", ["formula", "speed path"])
+def test_l2_repel_is_bounded_below_by_minus_log_T(path):
+    """The T diagonal terms exp(0) = 1 keep the mean over all T^2 pairs at least 1/T: the pair term stays at or
+    above -log T however far apart the tokens are, and reaches it once they are a few sqrt(tau) apart, so only the
+    norm term changes as the hidden states grow. Over the pairs i != j alone, this input scaled by 1, 10 and 100
+    gave -6.0, -192 and -18,684: a loss that rewarded blowing up the hidden states."""
+    loss = VARIANTS["l2_repel"] if path == "formula" else FAST_PATHS[VARIANTS["l2_repel"]]
+    z = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(0))
+    scales = (1, 10, 100, 1000)
+    pair_term = [loss(s * z, tau=1.0, norm_weight=0.0) for s in scales]  # (B,) each
+    assert all((p >= -math.log(16) - 1e-6).all() for p in pair_term)
+    assert torch.allclose(pair_term[-1], torch.full((2,), -math.log(16)), atol=1e-6)
+    total = [loss(s * z, tau=1.0, norm_weight=0.1).mean().item() for s in scales]
+    assert total == sorted(total) and total[-1] == pytest.approx(-math.log(16) + 0.1 * 1e6 * z.pow(2).mean().item())
+    same = z[:, :1].expand(2, 16, 8)  # identical tokens: every pair term is exp(0)
+    assert torch.allclose(loss(same, tau=1.0, norm_weight=0.1), 0.1 * same.pow(2).mean((1, 2)), atol=1e-6)
 
 # -----------------------------------------------------------------------------
 # gradients
