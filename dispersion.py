@@ -127,7 +127,8 @@ def decorrelation(z, **_):
 
 def entropy(z, *, tau, **_):
     """-mean_i H_i, H_i = -sum_{j!=i} p_ij log p_ij (nats), p_i = softmax_{j!=i}(-||z_i - z_j||^2 / tau).
-    The authors' code takes log2 of
+    As published it does not disperse (BREAKS below): with a fixed bandwidth, equal distances maximise each
+    token's neighbour entropy, and identical tokens have equal distances. The authors' code takes log2 of
     p + 0.01, a constant factor and a small constant inside the log; we keep nats and no offset."""
     return -entropy_rows(squared_distances(z) / -tau).mean(-1)
 
@@ -139,6 +140,27 @@ VARIANTS = {  # the registry: a new loss is one function above and one line here
     "orthogonal": orthogonal,
     "decorrelation": decorrelation,
     "entropy": entropy,
+}
+
+# Invariances beyond permuting the tokens (which every loss must have), declared so the tests check them rather
+# than assume them; a variant not listed is held to none. The transforms are defined in tests/test_dispersion.py:
+# rotation (z @ Q, Q orthogonal), token_scale (each token times its own positive factor), translation (one vector
+# added to every token), channel_shift (one number added to all channels of a token), channel_permutation.
+INVARIANT_TO = {
+    "angular": ("rotation", "token_scale"),
+    "cosine": ("rotation", "token_scale"),
+    "l2_repel": ("rotation",),
+    "orthogonal": ("rotation", "token_scale"),
+    "decorrelation": ("token_scale", "channel_shift", "channel_permutation"),
+    "entropy": ("rotation", "translation"),
+}
+
+# Clauses of the loss contract (tests/test_dispersion.py) a variant is known to break, with the reason. The tests
+# check that it really does break them, so a note here cannot outlive the flaw it describes.
+BREAKS = {
+    "entropy": {"disperses": "as published, nearly identical tokens score lower than spread ones (-2.71 against "
+                             "-0.31 for Gaussian tokens, (4, 16, 32), tau = 1): with a fixed bandwidth, equal "
+                             "distances maximise the neighbour entropy"},
 }
 
 FAST_PATHS = {  # formula -> its speed path; keyed by the function, so a formula replaced in VARIANTS runs as written
