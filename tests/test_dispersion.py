@@ -114,15 +114,15 @@ def check_bounded(loss):
                                 "minus infinity by growing the hidden states instead of spreading the tokens")
 
 
-def check_disperses(loss):
+def check_spread_beats_condensed(loss):
     """Spread tokens (independent Gaussians) score lower than nearly identical ones."""
     g = torch.Generator().manual_seed(22)
     spread = torch.randn(4, 16, 32, generator=g)
     condensed = torch.randn(4, 1, 32, generator=g) + 0.01 * torch.randn(4, 16, 32, generator=g)
     a, b = loss(spread).mean().item(), loss(condensed).mean().item()
     if not a < b:
-        raise broken("disperses", f"spread tokens score {a:.4g}, nearly identical ones {b:.4g} on a (4, 16, 32) "
-                                  "input: the loss must be lower for spread tokens")
+        raise broken("spread_beats_condensed", f"spread tokens score {a:.4g}, nearly identical ones {b:.4g} on a "
+                                               "(4, 16, 32) input: the loss must be lower for spread tokens")
 
 
 def check_gradcheck(loss):
@@ -153,7 +153,8 @@ def check_compiles(loss):
 
 
 CLAUSES = {"shape": check_shape, "finite": check_finite, "permutation": check_permutation, "bounded": check_bounded,
-           "disperses": check_disperses, "gradcheck": check_gradcheck, "compiles": check_compiles}
+           "spread_beats_condensed": check_spread_beats_condensed, "gradcheck": check_gradcheck,
+           "compiles": check_compiles}
 
 
 def random_rotation(C, seed):
@@ -253,9 +254,9 @@ def test_a_loss_that_can_be_driven_to_minus_infinity_fails_the_bounded_clause():
 
 
 def test_a_declared_flaw_that_is_gone_fails(monkeypatch):
-    monkeypatch.setitem(dispersion.BREAKS, "angular", {"disperses": "a stale note"})
+    monkeypatch.setitem(dispersion.BREAKS, "angular", {"spread_beats_condensed": "a stale note"})
     with pytest.raises(pytest.fail.Exception, match="angular declares .* but it meets it"):
-        test_contract("angular", "disperses")
+        test_contract("angular", "spread_beats_condensed")
 
 
 def test_entropy_as_published_prefers_identical_tokens():
