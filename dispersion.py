@@ -97,7 +97,7 @@ def entropy_rows(x):
 def angular(z, *, tau, clamp, **_):
     """Angular spread: log mean_{i!=j} exp(-a_ij / tau). Orthogonal tokens give -0.5 (tau = 1), condensed ones
     -arccos(1 - clamp) / pi. The authors' code divides by ||z_i|| + 0.01 where we floor the norm at EPS, a
-    constant that only matters for tokens of tiny norm; we keep the floor."""
+    constant that matters only for tokens whose norm is not large against 0.01; we keep the floor."""
     return log_mean_exp(angles(z, clamp) / -tau)
 
 

@@ -129,7 +129,7 @@ def check_gradcheck(loss):
     """The gradient agrees with finite differences in float64."""
     z = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
     try:
-        torch.autograd.gradcheck(loss, (z,))
+        torch.autograd.gradcheck(loss, (z,), fast_mode=True)  # a random projection of the Jacobian: fast
     except Exception as e:  # GradcheckError, or whatever the loss raises in float64
         raise broken("gradcheck", f"in float64: {str(e).splitlines()[0]}") from e
 
