@@ -85,9 +85,11 @@ def configure(defaults, args):
                                   "give a path such as config/tiny_base.py.") from None
             scope = dict(config)
             try:
-                exec(compile(source, arg, "exec"), scope)  # one namespace, so functions and comprehensions work
+                # one namespace, so functions and comprehensions work
+                exec(compile(source, arg, "exec"), scope)
             except Exception as e:  # a syntax error, an undefined name on a right-hand side, ...
-                lines = [n for frame, n in traceback.walk_tb(e.__traceback__) if frame.f_code.co_filename == arg]
+                lines = [n for frame, n in traceback.walk_tb(e.__traceback__)
+                         if frame.f_code.co_filename == arg]
                 line = e.lineno if isinstance(e, SyntaxError) else lines[-1] if lines else "?"
                 raise ConfigError(f"config file {arg} fails at line {line} ({type(e).__name__}: {e}); "
                                   "fix it.") from None

@@ -5,20 +5,22 @@ Definitions: docs/condensation.md, section 3 (the loss family and the choice of 
 
     loss = cross_entropy + dispersion_weight * mean over the chosen layers l of dispersion_loss(hidden[l])
 
-Each variant below is its formula in plain torch ops, built from the pairwise building blocks; autograd supplies
-the gradient. That is what runs for a loss you add. The six built-in variants also have a speed path,
-dispersion_fused.py: the same values and gradients in fewer, larger kernels (tests/test_dispersion.py holds it to
-the formulas here), which dispersion_loss uses for them. You never need to read it to use or extend the losses.
+Each variant below is its formula in plain torch ops, built from the pairwise building blocks; autograd
+supplies the gradient. That is what runs for a loss you add. The six built-in variants also have a speed path,
+dispersion_fused.py: the same values and gradients in fewer, larger kernels (tests/test_dispersion.py holds it
+to the formulas here), which dispersion_loss uses for them. You never need to read it to use or extend the
+losses.
 
-Adding a loss: write `def my_loss(z, *, tau, **_):` mapping z (B, T, C), fp32 (fp64 in the gradient check), to one
-value per sequence, shape (B,), and add `"my_loss": my_loss,` to VARIANTS. Settings a variant does not use arrive
-in `**_`. `python -m pytest tests/test_dispersion.py -k my_loss` then holds it to the loss contract (finite on
-condensed tokens, bounded below, lower for spread tokens than for condensed ones, ...) without a test of your own,
-and `python train.py config/tiny_disp.py --dispersion_variant=my_loss` trains with it (docs/lab.md, step 4).
+Adding a loss: write `def my_loss(z, *, tau, **_):` mapping z (B, T, C), fp32 (fp64 in the gradient check), to
+one value per sequence, shape (B,), and add `"my_loss": my_loss,` to VARIANTS. Settings a variant does not use
+arrive in `**_`. `python -m pytest tests/test_dispersion.py -k my_loss` then holds it to the loss contract
+(finite on condensed tokens, bounded below, lower for spread tokens than for condensed ones, ...) without a
+test of your own, and `python train.py config/tiny_disp.py --dispersion_variant=my_loss` trains with it
+(docs/lab.md, step 4).
 
-On a GPU, train.py stacks the L chosen layers into one batch of L*B sequences: the mean over that batch is the mean
-over layers of the per-layer means, in one call. On a CPU it calls the loss once per layer, which is faster there
-(the smaller matrices stay in cache; bench.py measures both).
+On a GPU, train.py stacks the L chosen layers into one batch of L*B sequences: the mean over that batch is the
+mean over layers of the per-layer means, in one call. On a CPU it calls the loss once per layer, which is
+faster there (the smaller matrices stay in cache; bench.py measures both).
 """
 
 import math
@@ -54,8 +56,9 @@ def angles(z, clamp):
 
 def squared_distances(z):
     """d_ij = ||z_i - z_j||^2 = |z_i|^2 + |z_j|^2 - 2 z_i . z_j, after subtracting the sequence mean
-    (distances do not change; it avoids cancellation when all tokens share a large offset). The diagonal is set
-    to its exact 0: computed, it is a difference of large numbers, and its rounding error grows with ||z||^2."""
+    (distances do not change; it avoids cancellation when all tokens share a large offset). The diagonal is
+    set to its exact 0: computed, it is a difference of large numbers, and its rounding error grows with
+    ||z||^2."""
     T = z.size(1)
     z = z - z.mean(dim=1, keepdim=True)  # (B, T, C)
     sq = z.pow(2).sum(-1)  # (B, T)
@@ -68,8 +71,8 @@ def off_diagonal(T, device):
 
 
 def log_mean_exp(x, diagonal=False):
-    """log mean_{i!=j} exp(x_ij) over the T(T-1) off-diagonal entries, or with diagonal=True over all T^2 entries:
-    logsumexp minus the log of the count, which never overflows."""
+    """log mean_{i!=j} exp(x_ij) over the T(T-1) off-diagonal entries, or with diagonal=True over all T^2
+    entries: logsumexp minus the log of the count, which never overflows."""
     T = x.size(-1)
     if diagonal:
         return torch.logsumexp(x.flatten(1), dim=1) - math.log(T * T)  # (B,)
@@ -84,7 +87,8 @@ def mean_pairs(x):
 
 
 def entropy_rows(x):
-    """H_i = -sum_{j!=i} p_ij log p_ij with p_i = softmax_{j!=i}(x_i): the entropy of each row, (B, T) in nats."""
+    """H_i = -sum_{j!=i} p_ij log p_ij with p_i = softmax_{j!=i}(x_i): the entropy of each row, (B, T) in
+    nats."""
     keep = off_diagonal(x.size(-1), x.device)  # (T, T)
     logp = F.log_softmax(x.masked_fill(~keep, float("-inf")), dim=-1)  # (B, T, T)
     return -(logp.exp() * logp.masked_fill(~keep, 0.0)).sum(-1)  # masking avoids 0 * -inf on i == j
@@ -108,9 +112,9 @@ def cosine(z, *, tau, **_):
 
 def l2_repel(z, *, tau, norm_weight, **_):
     """InfoNCE-L2: log mean_{i,j} exp(-||z_i - z_j||^2 / tau) over all T^2 pairs, the diagonal included, plus
-    norm_weight * mean(z^2) over tokens and channels. The T diagonal terms are exp(0) = 1, so the mean is at least
-    1/T and the loss at least -log T: it saturates once tokens are a few sqrt(tau) apart. Without them the pair
-    term would fall like -||z||^2 without limit and reward blowing up the hidden states."""
+    norm_weight * mean(z^2) over tokens and channels. The T diagonal terms are exp(0) = 1, so the mean is at
+    least 1/T and the loss at least -log T: it saturates once tokens are a few sqrt(tau) apart. Without them
+    the pair term would fall like -||z||^2 without limit and reward blowing up the hidden states."""
     return log_mean_exp(squared_distances(z) / -tau, diagonal=True) + norm_weight * z.pow(2).mean((1, 2))
 
 
@@ -142,10 +146,11 @@ VARIANTS = {  # the registry: a new loss is one function above and one line here
     "entropy": entropy,
 }
 
-# Invariances beyond permuting the tokens (which every loss must have), declared so the tests check them rather
-# than assume them; a variant not listed is held to none. The transforms are defined in tests/test_dispersion.py:
-# rotation (z @ Q, Q orthogonal), token_scale (each token times its own positive factor), translation (one vector
-# added to every token), channel_shift (one number added to all channels of a token), channel_permutation.
+# Invariances beyond permuting the tokens (which every loss must have), declared so the tests check them
+# rather than assume them; a variant not listed is held to none. The transforms are defined in
+# tests/test_dispersion.py: rotation (z @ Q, Q orthogonal), token_scale (each token times its own positive
+# factor), translation (one vector added to every token), channel_shift (one number added to all channels of a
+# token), channel_permutation.
 INVARIANT_TO = {
     "angular": ("rotation", "token_scale"),
     "cosine": ("rotation", "token_scale"),
@@ -155,15 +160,17 @@ INVARIANT_TO = {
     "entropy": ("rotation", "translation"),
 }
 
-# Clauses of the loss contract (tests/test_dispersion.py) a variant is known to break, with the reason. The tests
-# check that it really does break them, so a note here cannot outlive the flaw it describes.
+# Clauses of the loss contract (tests/test_dispersion.py) a variant is known to break, with the reason. The
+# tests check that it really does break them, so a note here cannot outlive the flaw it describes.
 BREAKS = {
-    "entropy": {"spread_beats_condensed": "as published, nearly identical tokens score lower than spread ones "
-                                          "(-2.71 against -0.31 for Gaussian tokens, (4, 16, 32), tau = 1): with a "
-                                          "fixed bandwidth, equal distances maximise the neighbour entropy"},
+    "entropy": {"spread_beats_condensed": "as published, nearly identical tokens score lower than spread "
+                                          "ones (-2.71 against -0.31 for Gaussian tokens, (4, 16, 32), tau = "
+                                          "1): with a fixed bandwidth, equal distances maximise the "
+                                          "neighbour entropy"},
 }
 
-FAST_PATHS = {  # formula -> its speed path; keyed by the function, so a formula replaced in VARIANTS runs as written
+# formula -> its speed path; keyed by the function, so a formula replaced in VARIANTS runs as written
+FAST_PATHS = {
     angular: fused.angular,
     cosine: fused.cosine,
     l2_repel: fused.l2_repel,
@@ -185,14 +192,16 @@ def check_settings(variant, *, tau, clamp, margin, norm_weight, max_tokens):
     if not 0 <= clamp < 1:
         raise ValueError(f"clamp must be in [0, 1), got {clamp}")
     if margin < 0 or norm_weight < 0:
-        raise ValueError(f"margin and norm_weight must be >= 0, got margin={margin}, norm_weight={norm_weight}")
+        raise ValueError(f"margin and norm_weight must be >= 0, got margin={margin}, "
+                         f"norm_weight={norm_weight}")
     if max_tokens is not None and max_tokens < 2:
         raise ValueError(f"max_tokens must be None or >= 2, got {max_tokens}")
 
 
 def per_sequence(z, variant, *, tau=1.0, clamp=0.1, margin=0.5, norm_weight=0.1):
-    """The loss of each sequence of z (B, T, C), shape (B,): through the variant's speed path if it has one, else
-    its formula as VARIANTS holds it; in fp32 with autocast disabled, whatever the input dtype (fp64 stays fp64)."""
+    """The loss of each sequence of z (B, T, C), shape (B,): through the variant's speed path if it has one,
+    else its formula as VARIANTS holds it; in fp32 with autocast disabled, whatever the input dtype (fp64
+    stays fp64)."""
     formula = VARIANTS[variant]
     loss = FAST_PATHS.get(formula, formula)
     z = z.to(torch.promote_types(z.dtype, torch.float32))  # (B, T, C)
@@ -206,25 +215,29 @@ def dispersion_loss(z, variant="angular", *, tau=1.0, clamp=0.1, margin=0.5, nor
 
     Subsampling: if max_tokens is not None and < T, one random set of max_tokens positions (torch.randperm,
     drawn from `generator`, else the global RNG) is kept, shared by every sequence of the batch: one draw and
-    one gather per call. max_tokens=None or >= T keeps every token and the result is exact. Averaged over draws,
-    the pair means (orthogonal, decorrelation) are unbiased, angular and cosine nearly so (log of a mean), while
-    l2_repel and entropy depend on the number of neighbours m - 1 and shift with max_tokens.
+    one gather per call. max_tokens=None or >= T keeps every token and the result is exact. Averaged over
+    draws, the pair means (orthogonal, decorrelation) are unbiased, angular and cosine nearly so (log of a
+    mean), while l2_repel and entropy depend on the number of neighbours m - 1 and shift with max_tokens.
     Under torch.compile(fullgraph=True) pass generator=None: the positions then come from the global RNG
     (the compiled draw differs from eager's unless torch._inductor.config.fallback_random is set).
 
     Precision: computed in fp32 with autocast disabled, whatever the input dtype (fp64 input stays fp64).
     Extra activation memory of a built-in variant, with m = min(T, max_tokens): 4 * B * (a * m * C + k * m^2)
     bytes kept for backward, a copies of (B, m, C) and k pairwise (B, m, m) matrices: a = k = 1 (the unit or
-    centred vectors and one gradient matrix), except l2_repel, a = 2 (its norm term keeps z); bench.py measures
-    a and k. Bounded by max_tokens whatever T is.
+    centred vectors and one gradient matrix), except l2_repel, a = 2 (its norm term keeps z); bench.py
+    measures a and k. Bounded by max_tokens whatever T is.
     """
-    check_settings(variant, tau=tau, clamp=clamp, margin=margin, norm_weight=norm_weight, max_tokens=max_tokens)
+    check_settings(variant, tau=tau, clamp=clamp, margin=margin, norm_weight=norm_weight,
+                   max_tokens=max_tokens)
     if z.dim() != 3:
-        raise ValueError(f"dispersion_loss expects hidden states of shape (B, T, C), got shape {tuple(z.shape)}")
+        raise ValueError("dispersion_loss expects hidden states of shape (B, T, C), got shape "
+                         f"{tuple(z.shape)}")
     if z.size(1) < 2:
-        raise ValueError(f"dispersion_loss needs at least 2 tokens per sequence to form pairs, got T = {z.size(1)}")
+        raise ValueError("dispersion_loss needs at least 2 tokens per sequence to form pairs, got T = "
+                         f"{z.size(1)}")
     if generator is not None and torch.compiler.is_compiling():
-        raise ValueError("a torch.Generator cannot be traced by torch.compile; pass generator=None (global RNG)")
+        raise ValueError("a torch.Generator cannot be traced by torch.compile; pass generator=None (global "
+                         "RNG)")
 
     T = z.size(1)
     if max_tokens is not None and max_tokens < T:
@@ -253,10 +266,12 @@ def select_layers(spec, n_layer):
         except ValueError:
             msg = f"cannot read dispersion layers {spec!r}: give comma-separated ints like '1,3,5'; {valid}"
             raise ValueError(msg) from None
-    elif isinstance(spec, (list, tuple)) and all(isinstance(s, int) and not isinstance(s, bool) for s in spec):
+    elif (isinstance(spec, (list, tuple))
+          and all(isinstance(s, int) and not isinstance(s, bool) for s in spec)):
         layers = list(spec)
     else:
-        raise ValueError(f"dispersion layers must be a name, a list of ints or a string like '1,3,5', got {spec!r}")
+        raise ValueError("dispersion layers must be a name, a list of ints or a string like '1,3,5', got "
+                         f"{spec!r}")
     if not layers:
         raise ValueError(f"dispersion layers {spec!r} select no layer for n_layer = {n_layer}; {valid}")
     if len(set(layers)) != len(layers):

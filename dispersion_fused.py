@@ -1,27 +1,29 @@
 """
 Optional speed path, equal to the formulas in dispersion.py, tested against them (tests/test_dispersion.py).
 
-Nothing here is needed to understand, use or extend the losses: read dispersion.py. Written out there, a built-in
-loss is some 40 small elementwise kernels per call through autograd, and on a CPU launching them is most of the
-term's time. Here each variant computes its value and W = d loss / d (its pair matrix) in about a dozen kernels,
-in place on one (B, T, T) buffer where that saves allocating another, and one shared backward per family turns W
-into d loss / d z in about five: the term is about 2x faster on a CPU and keeps one pair matrix for backward
-instead of three (bench.py measures both). dispersion.dispersion_loss picks these for the built-in variants.
+Nothing here is needed to understand, use or extend the losses: read dispersion.py. Written out there, a
+built-in loss is some 40 small elementwise kernels per call through autograd, and on a CPU launching them is
+most of the term's time. Here each variant computes its value and W = d loss / d (its pair matrix) in about a
+dozen kernels, in place on one (B, T, T) buffer where that saves allocating another, and one shared backward
+per family turns W into d loss / d z in about five: the term is about 2x faster on a CPU and keeps one pair
+matrix for backward instead of three (bench.py measures both). dispersion.dispersion_loss picks these for the
+built-in variants.
 
-Each function takes what its formula takes, z (B, T, C) in fp32 or fp64, and returns the same (B,). It computes
-on z.detach() and attaches the gradient with CosineGrad or DistanceGrad, whose backward is:
+Each function takes what its formula takes, z (B, T, C) in fp32 or fp64, and returns the same (B,). It
+computes on z.detach() and attaches the gradient with CosineGrad or DistanceGrad, whose backward is:
 
   cosine family (angular, cosine, orthogonal, decorrelation), c_ij = u_i . u_j, u_i = z_i / max(||z_i||, EPS):
       g_i = d loss / d u_i = 2 sum_j W_ij u_j                c_ij = u_i . u_j counts for i and for j
-      d loss / d z_i = (g_i - u_i (u_i . g_i)) / ||z_i||     g_i / EPS where ||z_i|| < EPS (the floor is constant)
+      d loss / d z_i = (g_i - u_i (u_i . g_i)) / ||z_i||     g_i / EPS where ||z_i|| < EPS
+                                                             (the floor is constant)
   distance family (l2_repel, entropy), d_ij = ||z_i - z_j||^2, with S = W + W^T:
       d loss / d z_i = 2 sum_j S_ij (z_i - z_j) = 2 (rowsum(S)_i z_i - (S z)_i)
-      z is centred over the sequence first (as in dispersion.squared_distances); the centring passes this gradient
-      through unchanged, since the rows of a symmetric S sum to what its columns do.
+      z is centred over the sequence first (as in dispersion.squared_distances); the centring passes this
+      gradient through unchanged, since the rows of a symmetric S sum to what its columns do.
 
-W for a log mean exp over pairs of x_ij: p_ij dx_ij/dc_ij, p the softmax over the pairs; for a mean over pairs of
-h_ij: dh_ij/dc_ij / (T(T-1)). da_ij/dc_ij = -1 / (pi sqrt(1 - c*^2)) at the clamped cosine c*: the straight-through
-clamp of dispersion.angles gives pairs beyond the band the slope at its edge.
+W for a log mean exp over pairs of x_ij: p_ij dx_ij/dc_ij, p the softmax over the pairs; for a mean over pairs
+of h_ij: dh_ij/dc_ij / (T(T-1)). da_ij/dc_ij = -1 / (pi sqrt(1 - c*^2)) at the clamped cosine c*: the
+straight-through clamp of dispersion.angles gives pairs beyond the band the slope at its edge.
 """
 
 import math
@@ -29,20 +31,22 @@ import math
 import torch
 
 EPS = 1e-6  # the norm floor of dispersion.cosines (dispersion.EPS; a test holds the two equal)
-UNDERFLOW = 80.0  # exp terms below e^-80 (1.8e-35) of the largest are raised to it: they change no fp32 sum, and
-# exp of an argument that underflows takes a slow path (6-12x slower on a CPU); l2_repel meets it on most pairs
+# exp terms below e^-80 (1.8e-35) of the largest are raised to it: they change no fp32 sum, and exp of an
+# argument that underflows takes a slow path (6-12x slower on a CPU); l2_repel meets it on most pairs
+UNDERFLOW = 80.0
 
 
 def first_derivative_only():
     """The backwards below are not differentiable themselves; autograd would take their derivative as 0."""
     if torch.is_grad_enabled():  # inside a backward only under create_graph=True
-        raise RuntimeError("the dispersion losses have first derivatives only: backward(create_graph=True), as in "
-                           "gradient penalties or double backward, is not supported")
+        raise RuntimeError("the dispersion losses have first derivatives only: backward(create_graph=True), "
+                           "as in gradient penalties or double backward, is not supported")
 
 
 class CosineGrad(torch.autograd.Function):
-    """loss (B,), computed from the cosines of z, gets its gradient from W = d loss / d c (B, T, T), symmetric and
-    0 on the diagonal; u are the unit vectors (B, T, C), inv_norm = 1 / max(||z||, EPS) and tiny (B, T, 1)."""
+    """loss (B,), computed from the cosines of z, gets its gradient from W = d loss / d c (B, T, T), symmetric
+    and 0 on the diagonal; u are the unit vectors (B, T, C), inv_norm = 1 / max(||z||, EPS) and
+    tiny (B, T, 1)."""
 
     @staticmethod
     def forward(ctx, z, loss, u, inv_norm, tiny, W):
@@ -84,8 +88,8 @@ class DistanceGrad(torch.autograd.Function):
 
 
 def unit_cosines(z):
-    """u = z / max(||z||, EPS) (B, T, C), inv_norm = 1 / max(||z||, EPS) and tiny = (||z|| < EPS) (B, T, 1), and
-    the cosines c = u u^T (B, T, T)."""
+    """u = z / max(||z||, EPS) (B, T, C), inv_norm = 1 / max(||z||, EPS) and tiny = (||z|| < EPS) (B, T, 1),
+    and the cosines c = u u^T (B, T, T)."""
     norm2 = torch.linalg.vecdot(z, z).unsqueeze(-1)  # (B, T, 1)
     inv_norm = norm2.clamp_min(EPS * EPS).rsqrt()  # (B, T, 1)
     u = z * inv_norm  # (B, T, C)
@@ -102,9 +106,10 @@ def angles_and_slope_(c, clamp):
 
 
 def exp_pairs_(x, diagonal=False):
-    """In place on x (B, T, T): e_ij = exp(x_ij - x_max), with x_max (B,) the largest entry (so no term overflows)
-    and arguments below -UNDERFLOW raised to it; over the pairs i != j (e is 0 on the diagonal), or over all T^2
-    entries with diagonal=True. Returns e, its sum per sequence (B,), and log mean exp(x) over those entries (B,)."""
+    """In place on x (B, T, T): e_ij = exp(x_ij - x_max), with x_max (B,) the largest entry (so no term
+    overflows) and arguments below -UNDERFLOW raised to it; over the pairs i != j (e is 0 on the diagonal), or
+    over all T^2 entries with diagonal=True. Returns e, its sum per sequence (B,), and log mean exp(x) over
+    those entries (B,)."""
     T = x.size(-1)
     if not diagonal:
         x.diagonal(dim1=1, dim2=2).fill_(float("-inf"))  # i == j is not a pair
@@ -148,8 +153,9 @@ def cosine(z, *, tau, **_):
 
 
 def l2_repel(z, *, tau, norm_weight, **_):
-    """log mean_{i,j} exp(-d_ij / tau) over all T^2 pairs + norm_weight * mean(z^2); S = 2W = -2 p_ij / tau (W is
-    symmetric; the diagonal terms, d_ii = 0, contribute S_ii (z_i - z_i) = 0). Autograd differentiates the norm term."""
+    """log mean_{i,j} exp(-d_ij / tau) over all T^2 pairs + norm_weight * mean(z^2); S = 2W = -2 p_ij / tau (W
+    is symmetric; the diagonal terms, d_ii = 0, contribute S_ii (z_i - z_i) = 0). Autograd differentiates the
+    norm term."""
     zc, x = centred_distances(z.detach(), tau)
     e, total, loss = exp_pairs_(x, diagonal=True)
     S = e.mul_((-2 / tau) / total[:, None, None])  # (B, T, T)
@@ -157,7 +163,8 @@ def l2_repel(z, *, tau, norm_weight, **_):
 
 
 def orthogonal(z, *, margin, clamp, **_):
-    """mean_{i!=j} h_ij^2, h = relu(margin - a); W = -2 h_ij da_ij/dc_ij / (T(T-1)), 0 where the hinge is off."""
+    """mean_{i!=j} h_ij^2, h = relu(margin - a); W = -2 h_ij da_ij/dc_ij / (T(T-1)), 0 where the hinge is
+    off."""
     T = z.size(1)
     u, inv_norm, tiny, c = unit_cosines(z.detach())
     a, da_dc = angles_and_slope_(c, clamp)

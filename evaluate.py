@@ -3,8 +3,8 @@ Score a trained run on downstream benchmarks with lm-evaluation-harness (Eleuthe
 
     pip install "lm-eval[hf]==0.4.13"        # optional; the version this file is tested with
     python evaluate.py --out_dir=out/midtrain_gpt2_disp --tasks=paper
-    python evaluate.py --out_dir=out/RUN --tasks=piqa,arc_easy --limit=100   # a quick look, not the benchmark
-    python evaluate.py --out_dir=out/gpt2 --hf=gpt2 --tasks=paper            # GPT-2 itself, the starting point
+    python evaluate.py --out_dir=out/RUN --tasks=piqa,arc_easy --limit=100  # a quick look, not the benchmark
+    python evaluate.py --out_dir=out/gpt2 --hf=gpt2 --tasks=paper           # GPT-2 itself, the starting point
 
 The run's checkpoint (out_dir/ckpt.pt) is exported first to out_dir/hf (export.py) when that folder is missing
 or older than the checkpoint. The scores are merged into out_dir/lm_eval.json, one entry per task: the
@@ -65,8 +65,8 @@ def read_json(path):
 
 
 def read_scores(run_dir, task_names):
-    """{'<task> <metric>': value} from run_dir/lm_eval.json for those of task_names it holds, if its scores are
-    of run_dir's current checkpoint (a resumed or retrained run's older scores do not count)."""
+    """{'<task> <metric>': value} from run_dir/lm_eval.json for those of task_names it holds, if its scores
+    are of run_dir's current checkpoint (a resumed or retrained run's older scores do not count)."""
     path, ckpt_path = os.path.join(run_dir, SCORES_FILE), os.path.join(run_dir, "ckpt.pt")
     saved = read_json(path) if os.path.exists(path) else {}
     stamp = saved.get("source", {}).get("checkpoint_mtime_ns")
@@ -81,7 +81,8 @@ def headline(metrics):
     for name in HEADLINE:
         if f"{name},none" in metrics:
             return name, metrics[f"{name},none"], metrics.get(f"{name}_stderr,none")
-    name = next(k for k, v in metrics.items() if "," in k and "_stderr" not in k and isinstance(v, (int, float)))
+    name = next(k for k, v in metrics.items()
+                if "," in k and "_stderr" not in k and isinstance(v, (int, float)))
     return name.split(",")[0], metrics[name], None
 
 
@@ -104,15 +105,17 @@ def model_folder(s):
     info = read_json(info_path)
     if info["tokenizer"] != "gpt2":
         raise ValueError(f"{hf_dir} holds a model without a GPT-2 tokenizer (tokenizer {info['tokenizer']}); "
-                         "benchmark harnesses need a GPT-2-BPE model, trained on a data set such as wikitext.")
+                         "benchmark harnesses need a GPT-2-BPE model, trained on a data set such as "
+                         "wikitext.")
     return hf_dir, {"model": os.path.abspath(hf_dir), "iter_num": info["iter_num"],
-                    "best_val_loss": info["best_val_loss"], "checkpoint_mtime_ns": info["checkpoint_mtime_ns"]}
+                    "best_val_loss": info["best_val_loss"],
+                    "checkpoint_mtime_ns": info["checkpoint_mtime_ns"]}
 
 
 def repo_last_on_path():
-    """This file has the name of Hugging Face's `evaluate` package, which lm-eval imports for some metrics; run
-    as a script, the repo is first on sys.path and that import would find this file. Move the repo to the end of
-    sys.path, once the modules of ours that this script uses are imported."""
+    """This file has the name of Hugging Face's `evaluate` package, which lm-eval imports for some metrics;
+    run as a script, the repo is first on sys.path and that import would find this file. Move the repo to the
+    end of sys.path, once the modules of ours that this script uses are imported."""
     import data.common  # noqa: F401  (export.py imports it when it builds the tokenizer)
     import export  # noqa: F401
     import model  # noqa: F401
@@ -124,15 +127,18 @@ def task_manager(names, include):
     folder is indexed when it holds them all (indexing the harness's ~14,000 built-in tasks takes seconds)."""
     from lm_eval.tasks import TaskManager
     if include and not os.path.isdir(include):
-        raise ValueError(f"include_path {include} is not a folder; give the folder that holds your task YAML files.")
+        raise ValueError(f"include_path {include} is not a folder; give the folder that holds your task YAML "
+                         "files.")
     manager = TaskManager(include_path=include, include_defaults=False) if include else None
     if manager is None or not set(names) <= set(manager.all_tasks):
         manager = TaskManager(include_path=include or None)
     unknown = [n for n in names if n not in manager.all_tasks]
     if unknown:
         close = difflib.get_close_matches(unknown[0], manager.all_tasks, n=3)
-        raise ValueError(f"unknown task '{unknown[0]}'" + (f" (did you mean {', '.join(close)}?)" if close else "")
-                         + "; `lm-eval ls tasks` lists the harness's tasks, and tasks=paper is the paper's list.")
+        raise ValueError(f"unknown task '{unknown[0]}'"
+                         + (f" (did you mean {', '.join(close)}?)" if close else "")
+                         + "; `lm-eval ls tasks` lists the harness's tasks, and tasks=paper is the paper's "
+                           "list.")
     return manager
 
 
@@ -141,9 +147,10 @@ def run_harness(model_path, names, s, manager):
     from lm_eval import simple_evaluate
     from model import pick_device
     dev = pick_device(s["device"], s["dtype"])[0]
-    return simple_evaluate(model="hf", model_args={"pretrained": model_path, "dtype": s["dtype"]}, tasks=names,
-                           num_fewshot=None if s["num_fewshot"] < 0 else s["num_fewshot"], batch_size=s["batch_size"],
-                           device=dev, limit=s["limit"] or None, task_manager=manager, log_samples=False)
+    return simple_evaluate(model="hf", model_args={"pretrained": model_path, "dtype": s["dtype"]},
+                           tasks=names, num_fewshot=None if s["num_fewshot"] < 0 else s["num_fewshot"],
+                           batch_size=s["batch_size"], device=dev, limit=s["limit"] or None,
+                           task_manager=manager, log_samples=False)
 
 
 def save_scores(out, source, names, results, s):
@@ -161,7 +168,8 @@ def save_scores(out, source, names, results, s):
         metric, value, stderr = headline(results["results"][task])
         saved["scores"][task] = {"metric": metric, "value": value, "stderr": stderr,
                                  "n_shot": results["n-shot"].get(task), **settings}
-    saved["results"].update(results["results"])  # every metric of every task and subtask, as the harness gave it
+    # every metric of every task and subtask, as the harness gave it
+    saved["results"].update(results["results"])
     os.makedirs(out, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
@@ -171,8 +179,9 @@ def save_scores(out, source, names, results, s):
 
 
 def main(argv):
-    defaults = {k: v for k, v in globals().items() if k in ("out_dir", "tasks", "hf", "num_fewshot", "batch_size",
-                                                             "limit", "include_path", "device", "dtype")}
+    defaults = {k: v for k, v in globals().items() if k in ("out_dir", "tasks", "hf", "num_fewshot",
+                                                            "batch_size", "limit", "include_path", "device",
+                                                            "dtype")}
     try:
         s = configure(defaults, argv)
     except ConfigError as e:
@@ -185,13 +194,15 @@ def main(argv):
     try:
         import transformers  # noqa: F401
     except ImportError:
-        sys.exit("error: evaluate.py needs transformers, which is not installed: pip install transformers==5.24.0")
+        sys.exit("error: evaluate.py needs transformers, which is not installed: pip install "
+                 "transformers==5.24.0")
     if __name__ == "__main__":
         repo_last_on_path()
     try:
         import lm_eval  # noqa: F401
     except ImportError:
-        sys.exit('error: evaluate.py needs lm-eval, which is not installed: pip install "lm-eval[hf]==0.4.13"')
+        sys.exit('error: evaluate.py needs lm-eval, which is not installed: '
+                 'pip install "lm-eval[hf]==0.4.13"')
     try:
         manager = task_manager(names, s["include_path"])
         model_path, source = model_folder(s)
@@ -209,8 +220,8 @@ def main(argv):
     for task in names:
         e = saved["scores"][task]
         print(f"{task:<16} {e['metric']:<16} {e['value']:>10.4f} {e['stderr'] or float('nan'):>8.4f}")
-    print(f"wrote {os.path.join(s['out_dir'], SCORES_FILE)}" + (f" (limit={s['limit']}: a quick look, not the "
-                                                                 "benchmarks' numbers)" if s["limit"] else ""))
+    print(f"wrote {os.path.join(s['out_dir'], SCORES_FILE)}"
+          + (f" (limit={s['limit']}: a quick look, not the benchmarks' numbers)" if s["limit"] else ""))
 
 
 if __name__ == "__main__":

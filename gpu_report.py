@@ -1,9 +1,10 @@
 """
 The record of a gpu_suite.py run: the facts of the machine (facts.json, nvidia-smi.txt) and the summary
-(summary.md: Markdown tables ready for the README), written from the suite's record (summary.json) and the files
-its steps left (bench.json, the study folders, compare.json).
+(summary.md: Markdown tables ready for the README), written from the suite's record (summary.json) and the
+files its steps left (bench.json, the study folders, compare.json).
 
-    python gpu_report.py results/gpu_suite      # writes results/gpu_suite/summary.md again, e.g. after an edit here
+    python gpu_report.py results/gpu_suite      # writes results/gpu_suite/summary.md again,
+                                                # e.g. after an edit here
 
 gpu_suite.py calls write_summary() after every step, so the summary always says what has finished.
 """
@@ -20,7 +21,8 @@ from settings import defaults
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 OTHER_STUDIES = ("studies/gpu_init.py", "studies/gpu_mlp.py", "studies/gpu_size.py", "studies/gpu_knobs.py")
-MFU_TARGET, OVERHEAD_TARGET = 0.40, 0.05  # at least 40% MFU; at most 5% more step time with the dispersion loss
+# at least 40% MFU; at most 5% more step time with the dispersion loss
+MFU_TARGET, OVERHEAD_TARGET = 0.40, 0.05
 
 
 def read_json(path):
@@ -31,7 +33,8 @@ def read_json(path):
 
 
 def machine_facts(folder):
-    """The GPU, torch, CUDA, Python and the CPU, as a dict; also written to folder/facts.json and nvidia-smi.txt."""
+    """The GPU, torch, CUDA, Python and the CPU, as a dict; also written to folder/facts.json and
+    nvidia-smi.txt."""
     import torch
     f = dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda, gpu=None,
              cpu_cores=os.cpu_count(), platform=platform.platform(), nvidia_smi="not found")
@@ -42,13 +45,13 @@ def machine_facts(folder):
         f["cpu"] = platform.processor()
     if torch.cuda.is_available():
         p = torch.cuda.get_device_properties(0)
-        f["gpu"] = dict(name=p.name, memory_gib=round(p.total_memory / 2**30, 1), capability=f"{p.major}.{p.minor}",
-                        multiprocessors=p.multi_processor_count)
+        f["gpu"] = dict(name=p.name, memory_gib=round(p.total_memory / 2**30, 1),
+                        capability=f"{p.major}.{p.minor}", multiprocessors=p.multi_processor_count)
     query = "--query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm,clocks.max.mem"
     try:
         text = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30).stdout
-        f["nvidia_smi"] = subprocess.run(["nvidia-smi", query, "--format=csv"], capture_output=True, text=True,
-                                         timeout=30).stdout.strip()
+        f["nvidia_smi"] = subprocess.run(["nvidia-smi", query, "--format=csv"], capture_output=True,
+                                         text=True, timeout=30).stdout.strip()
         with open(os.path.join(folder, "nvidia-smi.txt"), "w") as out:
             out.write(text + "\n" + f["nvidia_smi"] + "\n")
     except (OSError, subprocess.TimeoutExpired):  # no NVIDIA driver here: f says "not found"
@@ -71,13 +74,14 @@ def mfu_verdict(rows):
     mfu = rows[0]["mfu"]
     if mfu is None:
         return "MFU not reported: model.PEAK_FLOPS has no peak FLOP/s for this device."
-    return f"**MFU {100 * mfu:.1f}%**: the target of at least 40% is {'met' if mfu >= MFU_TARGET else 'not met'}."
+    return (f"**MFU {100 * mfu:.1f}%**: the target of at least 40% is "
+            f"{'met' if mfu >= MFU_TARGET else 'not met'}.")
 
 
 def overhead_verdict(rows):
     extra = rows[1]["ratio"] - 1
-    return (f"**angular: {100 * extra:+.1f}% step time** ({rows[1]['ms']:.2f} ms against {rows[0]['ms']:.2f} ms "
-            f"off): the target of at most +5% is {'met' if extra <= OVERHEAD_TARGET else 'not met'}.")
+    return (f"**angular: {100 * extra:+.1f}% step time** ({rows[1]['ms']:.2f} ms against {rows[0]['ms']:.2f} "
+            f"ms off): the target of at most +5% is {'met' if extra <= OVERHEAD_TARGET else 'not met'}.")
 
 
 def differing_settings(run_dir, config_file, run_args):
@@ -88,7 +92,8 @@ def differing_settings(run_dir, config_file, run_args):
 
 
 def full_section(folder, run_args):
-    """The README's Results rows for small_base and small_disp (seed 1337 of gpu_method), and the comparison."""
+    """The README's Results rows for small_base and small_disp (seed 1337 of gpu_method), and the
+    comparison."""
     from study import run_numbers
     extra = "".join(" " + a for a in run_args)
     rows = []
@@ -97,8 +102,8 @@ def full_section(folder, run_args):
         if os.path.exists(os.path.join(run_dir, "condensation.json")):
             n, c = run_numbers(run_dir), read_json(os.path.join(run_dir, "config.json"))
             differ = differing_settings(run_dir, f"config/{run}.py", run_args)
-            rows.append(f"| {run}: {c['n_layer']} x {c['n_embd']}, {c['dataset']}, {c['max_iters']:,} steps | "
-                        f"`python train.py config/{run}.py{extra}`"
+            rows.append(f"| {run}: {c['n_layer']} x {c['n_embd']}, {c['dataset']}, {c['max_iters']:,} steps "
+                        f"| `python train.py config/{run}.py{extra}`"
                         + (f" (but {', '.join(differ)} differ)" if differ else "")
                         + f" | {n['final_val_loss']:.3f} | {n['wall_s']:.0f} s | {n['spearman']:+.2f}, "
                         f"{n['late_cos']:.2f} |")
@@ -107,8 +112,8 @@ def full_section(folder, run_args):
     lines = ["## c. small_base and small_disp at full length", "",
              "| run | command | val loss | time | condensation (Spearman, late-layer mean cos) |",
              "|---|---|---:|---:|---|", *rows, "",
-             "Val loss at the last step; time: the training alone; condensation: measure.py on 100 validation "
-             "windows of the final checkpoint (gpu_method/*-s1337/condensation.png).", ""]
+             "Val loss at the last step; time: the training alone; condensation: measure.py on 100 "
+             "validation windows of the final checkpoint (gpu_method/*-s1337/condensation.png).", ""]
     compare = read_json(os.path.join(folder, "full", "compare.json"))
     if compare:
         lines += ["| model | Spearman | Kendall | mean cos, embedding | mean cos, output |",
@@ -138,14 +143,15 @@ def header(record):
         lines += ["A rehearsal on a CPU at tiny sizes: it tests the steps; its numbers mean nothing.", ""]
     if f:
         lines += [f"Machine: {gpu.get('name', 'no GPU')}" + (f" ({gpu['memory_gib']} GiB)" if gpu else "")
-                  + f", {f['cpu_cores']} CPU cores ({f['cpu']}); torch {f['torch']}, CUDA {f['cuda']}, Python "
-                  f"{f['python']}; nvidia-smi: {(f['nvidia_smi'].splitlines() or ['no answer'])[-1]}."]
-    lines += [f"Command: `python gpu_suite.py {shlex.join(record['argv'])}`: {record['elapsed_s']:.0f} s of a "
-              f"budget of {s['budget']:.0f} s.", "", "| step | status | estimate s | wall s | result |",
+                  + f", {f['cpu_cores']} CPU cores ({f['cpu']}); torch {f['torch']}, CUDA {f['cuda']}, "
+                  f"Python {f['python']}; nvidia-smi: {(f['nvidia_smi'].splitlines() or ['no answer'])[-1]}."]
+    lines += [f"Command: `python gpu_suite.py {shlex.join(record['argv'])}`: {record['elapsed_s']:.0f} s of "
+              f"a budget of {s['budget']:.0f} s.", "", "| step | status | estimate s | wall s | result |",
               "|---|---|---:|---:|---|"]
     rows = list(record["steps"].items()) + [("studies: " + p["label"], p) for p in record["studies"]]
     return lines + [f"| {name} | {r['status']} | {r['estimate']:.0f} | "
-                    + ("-" if r["wall"] is None else f"{r['wall']:.0f}") + f" | {r['result']} |" for name, r in rows]
+                    + ("-" if r["wall"] is None else f"{r['wall']:.0f}") + f" | {r['result']} |"
+                    for name, r in rows]
 
 
 def write_summary(folder):
@@ -155,10 +161,12 @@ def write_summary(folder):
         raise ValueError(f"{folder} holds no summary.json; give the results folder of a gpu_suite.py run.")
     lines = [*header(record), "",
              *bench_section(folder, "mfu", "a. MFU: GPT-2-small shape, bf16 and compile", mfu_verdict),
-             *bench_section(folder, "overhead", "b. Dispersion overhead on small_base, compiled", overhead_verdict),
+             *bench_section(folder, "overhead", "b. Dispersion overhead on small_base, compiled",
+                            overhead_verdict),
              *full_section(folder, record["run_args"]), *studies_section(folder),
-             "Raw numbers: summary.json (steps, commands, facts), facts.json, nvidia-smi.txt, mfu/ and overhead/"
-             "bench.json, full/compare.json, gpu_method/results.json; logs/: the output of every command."]
+             "Raw numbers: summary.json (steps, commands, facts), facts.json, nvidia-smi.txt, mfu/ and "
+             "overhead/bench.json, full/compare.json, gpu_method/results.json; logs/: the output of every "
+             "command."]
     path = os.path.join(folder, "summary.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")

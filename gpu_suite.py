@@ -1,36 +1,37 @@
 """
-One GPU, about ten minutes: the measurements the README still leaves "not yet measured", in order of value, under
-a time budget. Everything goes into one folder; the last line printed is the path of its summary.md.
+One GPU, about ten minutes: the measurements the README still leaves "not yet measured", in order of value,
+under a time budget. Everything goes into one folder; the last line printed is the path of its summary.md.
 
-    python gpu_suite.py                  # one GPU, 540 s: results/gpu_suite/summary.md, tables for the README
-    python gpu_suite.py --budget=1800    # more time: more seeds and more studies
-    python gpu_suite.py --plan           # the steps and their estimates; runs nothing
-    python gpu_suite.py --rehearse       # a CPU, tiny sizes, a few minutes: the same steps, commands and files
+    python gpu_suite.py                # one GPU, 540 s: results/gpu_suite/summary.md, tables for the README
+    python gpu_suite.py --budget=1800  # more time: more seeds and more studies
+    python gpu_suite.py --plan         # the steps and their estimates; runs nothing
+    python gpu_suite.py --rehearse     # a CPU, tiny sizes, a few minutes: the same steps, commands and files
 
 First the facts (nvidia-smi, torch, CUDA, Python, the CPU -> facts.json, nvidia-smi.txt), then the steps, each
 a few runs of bench.py, study.py and measure.py in subprocesses:
   mfu       MFU of the GPT-2-small shape (12 x 768, block 1024, batch 16), bf16 and compile, 10 + 50 steps, by
             bench.py --variants=none -> mfu/bench.md, .json (the target: at least 40% on an H100/H200)
-  overhead  small_base with the dispersion loss off and angular (0.1, all layers), compiled, 10 + 50 steps each,
-            and the loss term alone -> overhead/bench.md, .json (the target: at most 5% more step time)
+  overhead  small_base with the dispersion loss off and angular (0.1, all layers), compiled, 10 + 50 steps
+            each, and the loss term alone -> overhead/bench.md, .json (the target: at most 5% more step time)
   full      small_base and small_disp at full length (2,000 steps), each measured on 100 windows, then
-            measure.py --compare=init,small_base,small_disp -> full/compare.png, .json. study.py trains them as
-            seed 1337 of studies/gpu_method.py's plain and dispersion runs with the settings of `python train.py
-            config/small_base.py` and `small_disp.py` (the summary checks their config.json), so that more seeds
-            join them in one table -> gpu_method/
+            measure.py --compare=init,small_base,small_disp -> full/compare.png, .json. study.py trains them
+            as seed 1337 of studies/gpu_method.py's plain and dispersion runs with the settings of `python
+            train.py config/small_base.py` and `small_disp.py` (the summary checks their config.json), so that
+            more seeds join them in one table -> gpu_method/
   studies   seeds 1, 2, 3 of both, a seed at a time, then gpu_method's noise and forget runs; then the studies
             gpu_init, gpu_mlp, gpu_size and gpu_knobs, each whole
-A step (or a part of 'studies') whose estimate exceeds the budget left is skipped, not started. When the budget
-runs out, the running command and its children are stopped and what finished is kept; summary.md is rewritten
-after every step. The folder also holds checkpoints (ckpt.pt, up to 1.5 GB): tar --exclude=ckpt.pt to copy it.
+A step (or a part of 'studies') whose estimate exceeds the budget left is skipped, not started. When the
+budget runs out, the running command and its children are stopped and what finished is kept; summary.md is
+rewritten after every step. The folder also holds checkpoints (ckpt.pt, up to 1.5 GB): tar --exclude=ckpt.pt
+to copy it.
 
-Estimates on one H200 (--plan): 10 s per process started (python, torch, CUDA, data, model) + compile + compute
-+ the rest. Compute = steps x tokens per step x FLOPs per token (6 N + 12 L T C, GPT-2's vocabulary) / (989
-TFLOP/s x MFU), assuming 40% MFU for the GPT-2-small shape (its target) and 20% for small_base (6 x 384, 8,192
-tokens per step: small matrices). Compile: 60 s for 12 layers and 30 s for 6 with a cold cache, 10 s for a graph
-compiled earlier in the suite (inductor's cache), 15 s for the dispersion loss. The rest: 1 s per evaluation (40
-batches, 16 windows measured, a checkpoint), 5 s per model measured, 10 s for the 124M checkpoint, 5 s for
-bench.py's term and memory checks.
+Estimates on one H200 (--plan): 10 s per process started (python, torch, CUDA, data, model) + compile +
+compute + the rest. Compute = steps x tokens per step x FLOPs per token (6 N + 12 L T C, GPT-2's vocabulary) /
+(989 TFLOP/s x MFU), assuming 40% MFU for the GPT-2-small shape (its target) and 20% for small_base (6 x 384,
+8,192 tokens per step: small matrices). Compile: 60 s for 12 layers and 30 s for 6 with a cold cache, 10 s for
+a graph compiled earlier in the suite (inductor's cache), 15 s for the dispersion loss. The rest: 1 s per
+evaluation (40 batches, 16 windows measured, a checkpoint), 5 s per model measured, 10 s for the 124M
+checkpoint, 5 s for bench.py's term and memory checks.
 
 | step | processes | compile s | compute s | rest s | estimate s | total s |
 |---|---:|---:|---:|---:|---:|---:|
@@ -40,9 +41,9 @@ bench.py's term and memory checks.
 | full | 5 | 30 | 31.7 | 47 | 159 | 388 |
 | studies | 4 | 30 | 31.7 | 32 | 134 | 522 |
 
-522 s of the default 540 fit on paper; 'studies' there is its first part (seed 1 of both runs), and once 'full'
-has run the parts are estimated from its measured time per run. These are assumptions: the summary shows each
-step's measured time next to its estimate.
+522 s of the default 540 fit on paper; 'studies' there is its first part (seed 1 of both runs), and once
+'full' has run the parts are estimated from its measured time per run. These are assumptions: the summary
+shows each step's measured time next to its estimate.
 """
 
 import json
@@ -63,13 +64,15 @@ SUITE_SETTINGS = dict(
     budget=540.0,  # seconds for the whole suite; a step whose estimate exceeds what is left is skipped
     rehearse=False,  # tiny sizes on a CPU (bf16 autocast, the stacked dispersion loss): every step in minutes
     plan=False,  # print the steps and their estimates, and run nothing
-    results="results/gpu_suite",  # the folder everything goes to; it must not exist yet (nothing is overwritten)
+    # the folder everything goes to; it must not exist yet (nothing is overwritten)
+    results="results/gpu_suite",
     steps="mfu,overhead,full,studies",  # the steps to run (always in this order, after the facts)
     data_dir="",  # a prepared data set for every run instead of the configs' own (data/shakespeare)
 )
 STEPS = ("mfu", "overhead", "full", "studies")
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4"]
-SCALES = {  # the arguments of each kind of command: on a GPU the configs as they are, in the rehearsal tiny ones
+# the arguments of each kind of command: on a GPU the configs as they are, in the rehearsal tiny ones
+SCALES = {
     "gpu": dict(every=[], timing=["--warmup=10", "--iters=50", "--log_every=10"], full=[],
                 gpt2=["--n_layer=12", "--n_head=12", "--n_embd=768", "--block_size=1024", "--batch_size=16",
                       "--dropout=0.0"]),
@@ -80,10 +83,10 @@ SCALES = {  # the arguments of each kind of command: on a GPU the configs as the
               "--track_sequences=2"]),
 }
 COSTS = {  # what the estimates assume (see the docstring): seconds, FLOP/s and MFU
-    "gpu": dict(peak=989e12, mfu_gpt2=0.40, mfu_small=0.20, start=10, compile_gpt2=60, compile_small=30, warm=10,
-                loss=15, evaluation=1.0, checkpoint_gpt2=10, term=5, measure=5, facts=5),
-    "rehearsal": dict(peak=1e11, mfu_gpt2=0.1, mfu_small=0.1, start=5, compile_gpt2=30, compile_small=0, warm=0,
-                      loss=0, evaluation=0.2, checkpoint_gpt2=0, term=2, measure=0.5, facts=3),
+    "gpu": dict(peak=989e12, mfu_gpt2=0.40, mfu_small=0.20, start=10, compile_gpt2=60, compile_small=30,
+                warm=10, loss=15, evaluation=1.0, checkpoint_gpt2=10, term=5, measure=5, facts=5),
+    "rehearsal": dict(peak=1e11, mfu_gpt2=0.1, mfu_small=0.1, start=5, compile_gpt2=30, compile_small=0,
+                      warm=0, loss=0, evaluation=0.2, checkpoint_gpt2=0, term=2, measure=0.5, facts=3),
 }
 VOCAB = 50304  # GPT-2's 50,257 tokens padded to a multiple of 64 (model.padded_vocab)
 METHOD_RUNS = {"small_base": "plain", "small_disp": "dispersion", "noise": "noise", "forget": "forget"}
@@ -114,9 +117,11 @@ def step_seconds(c, s, mfu):
 
 
 def plan(scale):
-    """{step: {part: seconds}}: each step's estimate, and its parts (processes started, compile, compute, rest)."""
+    """{step: {part: seconds}}: each step's estimate, and its parts (processes started, compile, compute,
+    rest)."""
     c, sc = COSTS[scale], SCALES[scale]
-    small, gpt2, full = run_settings(scale), run_settings(scale, *sc["gpt2"]), run_settings(scale, *sc["full"])
+    small, gpt2, full = (run_settings(scale), run_settings(scale, *sc["gpt2"]),
+                         run_settings(scale, *sc["full"]))
     timed = 1 + sum(int(a.split("=")[1]) for a in sc["timing"][:2])  # bench.py: warm-up + timed steps + 1
     evals = full["max_iters"] // full["eval_interval"] + 1
     # small_base then small_disp, each trained and measured: 4 processes, the loss 5% slower and compiled too
@@ -124,7 +129,8 @@ def plan(scale):
                 compute=2.05 * full["max_iters"] * step_seconds(c, full, c["mfu_small"]))
     steps = {
         "facts": dict(processes=0, compile=0, compute=0.0, rest=c["facts"]),
-        "mfu": dict(processes=2, compile=c["compile_gpt2"], compute=timed * step_seconds(c, gpt2, c["mfu_gpt2"]),
+        "mfu": dict(processes=2, compile=c["compile_gpt2"],
+                    compute=timed * step_seconds(c, gpt2, c["mfu_gpt2"]),
                     rest=2 * c["evaluation"] + c["checkpoint_gpt2"]),
         "overhead": dict(processes=3, compile=2 * c["compile_small"] + 2 * c["loss"], rest=4 * c["evaluation"]
                          + c["term"], compute=2.05 * timed * step_seconds(c, small, c["mfu_small"])),
@@ -141,8 +147,8 @@ def plan_table(scale, budget):
                     "|---|---:|---:|---:|---:|---:|---:|"], 0.0
     for name, p in plan(scale).items():
         total += p["estimate"]
-        lines.append(f"| {name} | {p['processes']} | {p['compile']:.0f} | {p['compute']:.1f} | {p['rest']:.0f} | "
-                     f"{p['estimate']:.0f} | {total:.0f} |")
+        lines.append(f"| {name} | {p['processes']} | {p['compile']:.0f} | {p['compute']:.1f} | "
+                     f"{p['rest']:.0f} | {p['estimate']:.0f} | {total:.0f} |")
     return lines + ["", f"{total:.0f} s of a budget of {budget:.0f} s ({scale} scale)"]
 
 
@@ -152,10 +158,12 @@ def plan_table(scale, budget):
 
 class Suite:
     def __init__(self, s, argv):
-        self.s, self.argv, self.scale, self.t0 = s, argv, "rehearsal" if s.rehearse else "gpu", time.monotonic()
+        self.s, self.argv, self.scale, self.t0 = (s, argv, "rehearsal" if s.rehearse else "gpu",
+                                                  time.monotonic())
         self.deadline = self.t0 + s.budget
         data = [f"--data_dir={s.data_dir}"] if s.data_dir else []  # for every command, when given
-        self.args = {**SCALES[self.scale], "every": SCALES[self.scale]["every"] + data}  # the arguments by kind
+        # the arguments by kind
+        self.args = {**SCALES[self.scale], "every": SCALES[self.scale]["every"] + data}
         self.records, self.parts, self.facts, self.per_run, self.commands = {}, [], {}, None, []
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the logs fill as the commands go
         if s.rehearse:  # tiny models run fastest on one thread, and a shared machine stays usable
@@ -168,8 +176,8 @@ class Suite:
         return os.path.join(self.s.results, *parts)
 
     def run(self, args, log_name):
-        """python ARGS in the repo root, its output to logs/LOG_NAME.log; when the budget runs out it is stopped
-        with its children and OutOfTime is raised; a non-zero exit raises StepFailed."""
+        """python ARGS in the repo root, its output to logs/LOG_NAME.log; when the budget runs out it is
+        stopped with its children and OutOfTime is raised; a non-zero exit raises StepFailed."""
         if self.left() <= 0:
             raise OutOfTime
         self.commands.append(shlex.join(["python", *args]))
@@ -211,25 +219,28 @@ def stop(proc):
 
 
 def step_mfu(suite):
-    suite.run(["bench.py", "config/small_base.py", *suite.args["every"], *suite.args["gpt2"], *suite.args["timing"],
-               "--variants=none", "--repeats=1", "--term_repeats=0", "--memory_check=False",
-               "--measure_sequences=0", f"--save={suite.path('mfu', 'bench')}"], "mfu")
+    suite.run(["bench.py", "config/small_base.py", *suite.args["every"], *suite.args["gpt2"],
+               *suite.args["timing"], "--variants=none", "--repeats=1", "--term_repeats=0",
+               "--memory_check=False", "--measure_sequences=0", f"--save={suite.path('mfu', 'bench')}"],
+              "mfu")
     row = read_json(suite.path("mfu", "bench.json"))["training"][0]
     return f"{row['ms']:.1f} ms/iter, MFU " + ("n/a" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%")
 
 
 def step_overhead(suite):
-    suite.run(["bench.py", "config/small_base.py", *suite.args["every"], *suite.args["timing"], "--variants=angular",
-               "--repeats=1", "--measure_sequences=0", f"--save={suite.path('overhead', 'bench')}"], "overhead")
-    return f"angular {read_json(suite.path('overhead', 'bench.json'))['training'][1]['ratio']:.3f}x off's step time"
+    suite.run(["bench.py", "config/small_base.py", *suite.args["every"], *suite.args["timing"],
+               "--variants=angular", "--repeats=1", "--measure_sequences=0",
+               f"--save={suite.path('overhead', 'bench')}"], "overhead")
+    return (f"angular {read_json(suite.path('overhead', 'bench.json'))['training'][1]['ratio']:.3f}x "
+            "off's step time")
 
 
 def method_study(suite, runs, seeds):
     """studies/gpu_method.py cut to some runs and seeds, as a study file in the results folder."""
     path = suite.path("studies", "gpu_method.py")
     with open(path, "w") as f:
-        f.write("# Written by gpu_suite.py: studies/gpu_method.py with the runs and seeds that fit the budget;\n"
-                "# small_base is its 'plain' run and small_disp its 'dispersion' run.\n"
+        f.write("# Written by gpu_suite.py: studies/gpu_method.py with the runs and seeds that fit the "
+                "budget;\n# small_base is its 'plain' run and small_disp its 'dispersion' run.\n"
                 'exec(open("studies/gpu_method.py").read())\n'
                 "runs = {" + ", ".join(f"{r!r}: runs[{METHOD_RUNS[r]!r}]" for r in runs) + "}\n"
                 f"seeds = {list(seeds)!r}\n")
@@ -237,7 +248,8 @@ def method_study(suite, runs, seeds):
 
 
 def run_study(suite, study_file, log):
-    suite.run(["study.py", study_file, f"--results={suite.s.results}", *suite.args["every"], *suite.args["full"]], log)
+    suite.run(["study.py", study_file, f"--results={suite.s.results}", *suite.args["every"],
+               *suite.args["full"]], log)
 
 
 def step_full(suite):
@@ -251,9 +263,11 @@ def step_full(suite):
 
 
 def study_queue(rehearse):
-    """[(label, a study file or the (runs, seeds) of gpu_method)] in order of value; the rehearsal's first only."""
+    """[(label, a study file or the (runs, seeds) of gpu_method)] in order of value; the rehearsal's first
+    only."""
     pair = ("small_base", "small_disp")
-    queue = [(f"gpu_method: small_base and small_disp, seed {s}", (pair, [1337, *range(1, s + 1)])) for s in (1, 2, 3)]
+    queue = [(f"gpu_method: small_base and small_disp, seed {s}",
+              (pair, [1337, *range(1, s + 1)])) for s in (1, 2, 3)]
     queue.append(("gpu_method: noise and forget, seeds 1337, 1, 2, 3", (tuple(METHOD_RUNS), [1337, 1, 2, 3])))
     queue += [(path[len("studies/"):-3], path) for path in OTHER_STUDIES]
     return queue[:1] if rehearse else queue
@@ -267,7 +281,8 @@ def runs_to_train(suite, study):
         name, runs, seeds = os.path.basename(study)[:-3], spec["runs"], spec["seeds"]
     else:
         (runs, seeds), name = study, "gpu_method"
-    return [(r, s) for r in runs for s in seeds if not os.path.exists(suite.path(name, f"{r}-s{s}", "done.json"))]
+    return [(r, s) for r in runs for s in seeds
+            if not os.path.exists(suite.path(name, f"{r}-s{s}", "done.json"))]
 
 
 def part_estimate(suite, study):
@@ -301,9 +316,10 @@ STEP_FUNCTIONS = dict(mfu=step_mfu, overhead=step_overhead, full=step_full, stud
 
 def write_record(suite):
     """summary.json, everything the suite knows, and summary.md from it (gpu_report.py)."""
-    record = dict(argv=suite.argv, settings={**vars(suite.s), "steps": ",".join(suite.s.steps)}, scale=suite.scale,
-                  run_args=suite.args["every"] + suite.args["full"], elapsed_s=time.monotonic() - suite.t0,
-                  facts=suite.facts, steps=suite.records, studies=suite.parts, per_run_s=suite.per_run)
+    record = dict(argv=suite.argv, settings={**vars(suite.s), "steps": ",".join(suite.s.steps)},
+                  scale=suite.scale, run_args=suite.args["every"] + suite.args["full"],
+                  elapsed_s=time.monotonic() - suite.t0, facts=suite.facts, steps=suite.records,
+                  studies=suite.parts, per_run_s=suite.per_run)
     with open(suite.path("summary.json"), "w") as f:
         json.dump(record, f, indent=1)
     write_summary(suite.s.results)
@@ -331,7 +347,8 @@ def check_data(s, scale):
 
 
 def read_settings(argv):
-    """The suite's settings from --key=value arguments (--rehearse and --plan need no value); exits on a mistake."""
+    """The suite's settings from --key=value arguments (--rehearse and --plan need no value); exits on a
+    mistake."""
     switches = {"--rehearse": "--rehearse=True", "--plan": "--plan=True"}
     try:
         s = SimpleNamespace(**configure(SUITE_SETTINGS, [switches.get(a, a) for a in argv]))
@@ -369,7 +386,8 @@ def main(argv):
     for name in (x for x in STEPS if x in s.steps):
         seconds = (part_estimate(suite, study_queue(s.rehearse)[0][1]) if name == "studies"  # its first part
                    else plan(scale)[name]["estimate"])
-        record = suite.records[name] = dict(estimate=seconds, status="skipped", wall=None, result="", commands=[])
+        record = suite.records[name] = dict(estimate=seconds, status="skipped", wall=None, result="",
+                                            commands=[])
         if seconds > suite.left():
             record["result"] = f"estimate > {suite.left():.0f} s left"
             print(f"{name}: skipped, {record['result']}", flush=True)

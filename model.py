@@ -36,7 +36,8 @@ class GPTConfig:
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
-    mlp_dim: int = None  # hidden width of each MLP; None (or 0) means 4 * n_embd, as GPT-2. The knob the paper sweeps.
+    # hidden width of each MLP; None (or 0) means 4 * n_embd, as GPT-2. The knob the paper sweeps.
+    mlp_dim: int = None
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm, as in GPT-2; False is a little faster
     embed_noise_alpha: float = 0.0  # NEFTune: uniform noise of size alpha / sqrt(T * C) on wte, training only
@@ -183,7 +184,8 @@ class GPT(nn.Module):
         return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
 
     def flops_per_token(self, T):
-        """Training FLOPs per token: 6N for the weights plus 12 L T C for attention (PaLM paper, appendix B)."""
+        """Training FLOPs per token: 6N for the weights plus 12 L T C for attention (PaLM paper, appendix
+        B)."""
         cfg = self.config
         return 6 * self.num_params() + 12 * cfg.n_layer * cfg.n_embd * T
 
@@ -209,7 +211,8 @@ class GPT(nn.Module):
         if getattr(c, "activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
             raise ValueError(f"only GPT-2's tanh GELU is supported, this model uses {c.activation_function}.")
         if abs(c.layer_norm_epsilon - 1e-5) > 1e-12:
-            raise ValueError(f"only layer_norm_epsilon=1e-5 is supported, this model uses {c.layer_norm_epsilon}.")
+            raise ValueError("only layer_norm_epsilon=1e-5 is supported, this model uses "
+                             f"{c.layer_norm_epsilon}.")
         if not getattr(c, "tie_word_embeddings", True):  # ours ties them: copying both would keep only one
             raise ValueError("only GPT-2 models with tied input and output embeddings are supported, "
                              "this one unties them.")
@@ -217,7 +220,8 @@ class GPT(nn.Module):
                            n_head=c.n_head, n_embd=c.n_embd, mlp_dim=c.n_inner or 4 * c.n_embd, bias=True)
         model = cls(config)
         ours = model.state_dict()
-        theirs = {k: v for k, v in hf_model.state_dict().items() if not k.endswith((".attn.bias", ".attn.masked_bias"))}
+        theirs = {k: v for k, v in hf_model.state_dict().items()
+                  if not k.endswith((".attn.bias", ".attn.masked_bias"))}
         if set(theirs) != set(ours):
             raise ValueError(f"parameter names differ: {sorted(set(theirs) ^ set(ours))[:5]}")
         # transformers stores these four as Conv1D, i.e. the transpose of an nn.Linear weight
@@ -229,28 +233,31 @@ class GPT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name):
-        """Load released GPT-2 weights by name: gpt2, gpt2-medium, gpt2-large, gpt2-xl (online, transformers)."""
+        """Load released GPT-2 weights by name: gpt2, gpt2-medium, gpt2-large, gpt2-xl (online,
+        transformers)."""
         try:
             from transformers import GPT2LMHeadModel
         except ImportError:
-            raise SystemExit("Loading Hugging Face GPT-2 needs transformers: pip install transformers") from None
+            raise SystemExit("Loading Hugging Face GPT-2 needs transformers: pip install "
+                             "transformers") from None
         try:
             hf_model = GPT2LMHeadModel.from_pretrained(name)
         except OSError as e:  # offline without a cached copy, or a name Hugging Face does not know
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise SystemExit(f"error: cannot load {name} from Hugging Face ({reason}); connect to the internet "
-                             "once, after which the weights are cached.") from None
+            raise SystemExit(f"error: cannot load {name} from Hugging Face ({reason}); connect to the "
+                             "internet once, after which the weights are cached.") from None
         return cls.from_hf(hf_model)
 
 
 def padded_vocab(vocab_size):
-    """The embedding's row count for a tokenizer of vocab_size ids: the next multiple of 64 (faster matmuls)."""
+    """The embedding's row count for a tokenizer of vocab_size ids: the next multiple of 64 (faster
+    matmuls)."""
     return 64 * math.ceil(vocab_size / 64)
 
 
 def config_from_settings(settings, vocab_size):
-    """The GPTConfig of the model that train.py's settings (a dict) describe, for a tokenizer of vocab_size ids:
-    one definition of "the same model" for train.py, measure.py --init and bench.py."""
+    """The GPTConfig of the model that train.py's settings (a dict) describe, for a tokenizer of vocab_size
+    ids: one definition of "the same model" for train.py, measure.py --init and bench.py."""
     keys = ("block_size", "n_layer", "n_head", "n_embd", "mlp_dim", "dropout", "bias", "embed_noise_alpha")
     return GPTConfig(vocab_size=padded_vocab(vocab_size), **{k: settings[k] for k in keys})
 
@@ -259,7 +266,8 @@ def pick_device(device="", dtype=""):
     """(device, device_type, dtype, autocast context) from the settings; empty means automatic:
     cuda, then mps, then cpu; bfloat16 where the GPU supports it, else float32."""
     if not device:
-        device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        device = ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available()
+                  else "cpu")
     device_type = "cuda" if device.startswith("cuda") else device
     if device not in ("cpu", "cuda", "mps") and not (device[:5] == "cuda:" and device[5:].isdigit()):
         raise ValueError(f"device must be cpu, cuda, cuda:N or mps (or empty for automatic), not '{device}'.")
@@ -270,24 +278,28 @@ def pick_device(device="", dtype=""):
         raise ValueError(f"device '{device}' was asked for, but this machine has {torch.cuda.device_count()} "
                          f"GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}; pick one of them.")
     if device_type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device 'mps' was asked for, but this machine or torch has no Apple GPU; {elsewhere}.")
+        raise ValueError("device 'mps' was asked for, but this machine or torch has no Apple GPU; "
+                         f"{elsewhere}.")
     if not dtype:
         dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in dtypes:
         raise ValueError(f"dtype must be float32, bfloat16 or float16, not '{dtype}'.")
-    autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=dtypes[dtype])
+    autocast = (nullcontext() if dtype == "float32"
+                else torch.autocast(device_type=device_type, dtype=dtypes[dtype]))
     return device, device_type, dtype, autocast
 
 
 def load_checkpoint(path, device="cpu"):
     """Read a checkpoint written by train.py. Safe: weights_only=True never runs code from the file."""
     if not os.path.exists(path):
-        raise SystemExit(f"no checkpoint at {path}: train one first (python train.py ...) or pass the right path.")
+        raise SystemExit(f"no checkpoint at {path}: train one first (python train.py ...) or pass the right "
+                         "path.")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated file, not a zip, pickled code, ...
-        raise SystemExit(f"cannot read checkpoint {path} ({type(e).__name__}); it is corrupt or not ours.") from None
+        raise SystemExit(f"cannot read checkpoint {path} ({type(e).__name__}); it is corrupt or not "
+                         "ours.") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise SystemExit(f"{path} is not a checkpoint written by train.py (no model weights in it).")
     return ckpt

@@ -38,7 +38,8 @@ RULES = {  # the range of each setting, as settings.RULES gives them for train.p
     "top_k": (lambda v: v >= 0, "0 (all tokens) or more"),
     **{k: TRAIN_RULES[k] for k in ("out_dir", "seed", "device", "dtype")},
 }
-defaults = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
+defaults = {k: v for k, v in globals().items()
+            if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 try:
     config = configure(defaults, sys.argv[1:])
     check_ranges(config, RULES)
@@ -52,16 +53,19 @@ if init_from == "resume":
     ckpt = load_checkpoint(os.path.join(out_dir, "ckpt.pt"))
     model = model_from_checkpoint(ckpt)
     dataset = ckpt["config"]["dataset"]
-    data_dir = ckpt["config"].get("data_dir") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", dataset)
+    data_dir = ckpt["config"].get("data_dir") or os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                              "data", dataset)
     try:
         meta = read_meta(data_dir)
         encode, decode = load_tokenizer(data_dir)
     except (OSError, ValueError) as e:  # missing or broken meta.json
         sys.exit(f"error: {e}.")
     vocab_size = meta["vocab_size"]  # the model's embedding is padded past it
-    if ckpt.get("data") not in (None, data_fingerprint(meta)):  # None: a checkpoint from before the fingerprint
+    # None: a checkpoint from before the fingerprint
+    if ckpt.get("data") not in (None, data_fingerprint(meta)):
         sys.exit(f"error: the data set in {data_dir} has changed since {out_dir}/ckpt.pt was trained (its "
-                 "meta.json differs), so the model's ids would decode to other text; put the run's own data back.")
+                 "meta.json differs), so the model's ids would decode to other text; put the run's own data "
+                 "back.")
 else:  # a GPT-2 name
     model = GPT.from_pretrained(init_from)
     vocab_size = model.config.vocab_size
@@ -90,6 +94,7 @@ x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...]
 
 with torch.no_grad(), autocast:
     for _ in range(num_samples):
-        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None, vocab_size=vocab_size)
+        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None,
+                           vocab_size=vocab_size)
         print(decode(y[0].tolist()))
         print("---------------")

@@ -27,7 +27,8 @@ init_from = "scratch"  # 'scratch', 'resume' (from out_dir/ckpt.pt) or a GPT-2 n
 seed = 1337  # seeds the model, the batches and the fixed evaluation batches
 # data
 dataset = "shakespeare_char"  # a folder under data/ holding train.bin, val.bin and meta.json
-data_dir = ""  # the data set's folder if it is not data/<dataset>, e.g. one made elsewhere by data/prepare_text.py
+# the data set's folder if it is not data/<dataset>, e.g. one made elsewhere by data/prepare_text.py
+data_dir = ""
 gradient_accumulation_steps = 1  # global count of micro-batches per step, divided among processes
 batch_size = 32  # sequences per micro-batch, per process
 block_size = 256  # tokens per sequence
@@ -78,13 +79,14 @@ backend = ""  # DDP backend; empty picks nccl on CUDA, gloo otherwise
 # The range of each setting. configurator.py has checked its type against the default already; a value of the
 # right type can still be meaningless (a negative learning rate, dropout 1.5, a variant that does not exist),
 # and torch would then fail deep inside, or worse, train something else than meant. A setting without a rule
-# here (free text such as a path, or a bool) takes any value of its type. Each rule: (test, what it must be: text, or a function returning it).
+# here (free text such as a path, or a bool) takes any value of its type. Each rule: (test, what it must be:
+# text, or a function returning it).
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
 
 def dispersion_variants():
-    """The names in dispersion.VARIANTS, read there so that a loss added to the table is accepted here too (imported
-    only when a setting is checked, so that reading the settings does not need torch)."""
+    """The names in dispersion.VARIANTS, read there so that a loss added to the table is accepted here too
+    (imported only when a setting is checked, so that reading the settings does not need torch)."""
     from dispersion import VARIANTS
     return tuple(VARIANTS)
 
@@ -116,7 +118,8 @@ RULES = {
     "lr_decay_iters": (lambda v: v >= 0, "0 (meaning max_iters) or more"),
     "min_lr": (lambda v: 0 <= v < math.inf, "0 or more, and at most learning_rate"),
     "dispersion_weight": (lambda v: 0 <= v < math.inf, "0 (off) or more"),
-    "dispersion_variant": (lambda v: v in dispersion_variants(), lambda: f"one of {', '.join(dispersion_variants())}"),
+    "dispersion_variant": (lambda v: v in dispersion_variants(),
+                           lambda: f"one of {', '.join(dispersion_variants())}"),
     "dispersion_path": (lambda v: v in ("", "stacked", "per_layer"), "'' (automatic), stacked or per_layer"),
     "dispersion_tau": (lambda v: 0 < v < math.inf, "a number above 0"),
     "dispersion_clamp": (lambda v: 0 <= v < 1, "in [0, 1)"),
@@ -152,20 +155,22 @@ def check_ranges(config, rules):
 
 
 def check_config(config):
-    """Check train.py's settings (a dict, as configure returns it) before anything runs: each against its rule,
-    then the rules that tie settings together. Raises ConfigError with one sentence naming the fix."""
+    """Check train.py's settings (a dict, as configure returns it) before anything runs: each against its
+    rule, then the rules that tie settings together. Raises ConfigError with one sentence naming the fix."""
     check_ranges(config, RULES)
     c = config
     if c["n_embd"] % c["n_head"]:
         raise ConfigError(f"n_embd={c['n_embd']} must be a multiple of n_head={c['n_head']} (each head gets "
                           "n_embd / n_head channels); change one of them.")
     if c["min_lr"] > c["learning_rate"]:
-        raise ConfigError(f"min_lr={c['min_lr']} is above learning_rate={c['learning_rate']}, but the schedule "
-                          "decays from learning_rate down to min_lr; set min_lr lower (about learning_rate / 10).")
+        raise ConfigError(f"min_lr={c['min_lr']} is above learning_rate={c['learning_rate']}, but the "
+                          "schedule decays from learning_rate down to min_lr; set min_lr lower (about "
+                          "learning_rate / 10).")
     if c["track_sequences"] and c["block_size"] < 2:
-        raise ConfigError("condensation tracking compares the tokens of a window, so it needs block_size >= 2; "
-                          "raise block_size or set track_sequences=0.")
-    if c["init_from"] not in GPT2_NAMES:  # GPT-2's own depth replaces n_layer: train.py checks the layers then
+        raise ConfigError("condensation tracking compares the tokens of a window, so it needs block_size >= "
+                          "2; raise block_size or set track_sequences=0.")
+    # GPT-2's own depth replaces n_layer: train.py checks the layers then
+    if c["init_from"] not in GPT2_NAMES:
         from dispersion import select_layers  # here, so that reading the settings does not need torch
         try:
             select_layers(c["dispersion_layers"], c["n_layer"])

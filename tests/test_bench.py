@@ -1,5 +1,6 @@
-"""Tests for bench.py: one real run on a tiny model and data set (every column present, finite and consistent),
-and its pieces one by one (which records are timed, the overrides each run gets, the activation-memory count).
+"""Tests for bench.py: one real run on a tiny model and data set (every column present, finite and
+consistent), and its pieces one by one (which records are timed, the overrides each run gets, the
+activation-memory count).
 
     python -m pytest tests/test_bench.py -q
 
@@ -18,8 +19,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench import (BENCH_SETTINGS, max_iters_for, peak_flop_rate, read_settings, saved_bytes, setting_overrides,
-                   timed_records, training_table)
+from bench import (BENCH_SETTINGS, max_iters_for, peak_flop_rate, read_settings, saved_bytes,
+                   setting_overrides, timed_records, training_table)
 from model import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +44,8 @@ def test_training_rows_are_complete_and_consistent(bench_run):
     report = bench_run[0]
     rows = {r["setting"]: r for r in report["training"]}
     assert list(rows) == ["off", "angular"]
-    flops = GPT(GPTConfig(block_size=32, vocab_size=64, n_layer=2, n_head=2, n_embd=32, bias=False)).flops_per_token(32)
+    flops = GPT(GPTConfig(block_size=32, vocab_size=64, n_layer=2, n_head=2, n_embd=32,
+                          bias=False)).flops_per_token(32)
     assert report["flops_per_token"] == flops and report["tokens_per_iter"] == 4 * 32
     assert report["peak_flops"] == 0.5e12
     for r in rows.values():
@@ -65,7 +67,8 @@ def test_markdown_table_has_every_column(bench_run):
     lines = [l for l in markdown.splitlines() if l.startswith("| off") or l.startswith("| angular")]
     header = next(l for l in markdown.splitlines() if l.startswith("| setting"))
     columns = [c.strip() for c in header.strip("|").split("|")]
-    assert columns == ["setting", "ms/iter", "x off", "tokens/s", "peak MiB", "model TFLOP/s", "MFU", "spread"]
+    assert columns == ["setting", "ms/iter", "x off", "tokens/s", "peak MiB", "model TFLOP/s", "MFU",
+                       "spread"]
     training = [l for l in lines if l.count("|") == len(columns) + 1]
     assert len(training) == 2
     for line in training:
@@ -74,7 +77,8 @@ def test_markdown_table_has_every_column(bench_run):
         assert all(math.isfinite(v) for v in numbers)
     off = [c.strip() for c in training[0].strip("|").split("|")]
     assert off[2] == "1.000"
-    assert "load average (1 min) before" in markdown and "MFU against 0.5 TFLOP/s from --peak_tflops" in markdown
+    assert ("load average (1 min) before" in markdown
+            and "MFU against 0.5 TFLOP/s from --peak_tflops" in markdown)
 
 
 def test_dispersion_term_and_measure_sections(bench_run):
@@ -95,7 +99,8 @@ def test_activation_memory_is_bounded_by_max_tokens(bench_run):
     (memory,) = bench_run[0]["memory"]
     assert list(memory["mib"]) == ["4", "8", "16", "32"]  # T/8, T/4, T/2 and T itself
     assert memory["fit_error"] < 0.05
-    assert 0.9 < memory["a"] < 1.3 and 0.9 < memory["k"] < 1.3  # angular: the unit vectors and one (m, m) matrix
+    # angular: the unit vectors and one (m, m) matrix
+    assert 0.9 < memory["a"] < 1.3 and 0.9 < memory["k"] < 1.3
     assert 0 <= memory["growth_2t"] <= 8 * 32
     mib = list(memory["mib"].values())
     assert mib == sorted(mib) and mib[-1] > 3 * mib[1]  # grows with m
@@ -115,8 +120,10 @@ def test_saved_bytes_counts_each_kept_storage_once_and_not_the_inputs():
 def test_timed_records_drop_the_warm_up():
     every = [{"iter": i, "ms": 1.0} for i in range(6)]
     assert [r["iter"] for r in timed_records(every, 2)] == [2, 3, 4, 5]
-    tens = [{"iter": i, "ms": 1.0} for i in (0, 10, 20, 30)]  # log_every = 10: a record covers the 10 steps before it
-    assert [r["iter"] for r in timed_records(tens, 10)] == [20, 30]  # record 10 covers steps 1..10, inside the warm-up
+    # log_every = 10: a record covers the 10 steps before it
+    tens = [{"iter": i, "ms": 1.0} for i in (0, 10, 20, 30)]
+    # record 10 covers steps 1..10, inside the warm-up
+    assert [r["iter"] for r in timed_records(tens, 10)] == [20, 30]
     assert [r["iter"] for r in timed_records(tens, 1)] == [10, 20, 30]
 
 
@@ -139,7 +146,8 @@ def test_runs_are_long_enough_and_get_the_right_overrides():
 def test_settings_split_between_bench_and_train():
     config = str(REPO / "config" / "tiny_base.py")
     s, train_args = read_settings([config, "--iters=4", "--n_layer=2", "--variants=angular, cosine"])
-    assert s.iters == 4 and s.n_layer == 2 and s.variants == ["angular", "cosine"] and s.dataset == "shakespeare_char"
+    assert (s.iters == 4 and s.n_layer == 2 and s.variants == ["angular", "cosine"]
+            and s.dataset == "shakespeare_char")
     assert train_args == [config, "--n_layer=2"]  # bench's own settings do not go to train.py
     assert read_settings(["--variants=all"])[0].variants == ["angular", "cosine", "l2_repel", "orthogonal",
                                                               "decorrelation", "entropy"]

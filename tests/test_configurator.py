@@ -1,4 +1,5 @@
-"""Tests for configurator.py: order of config files and overrides, type checks, and every error a user can make.
+"""Tests for configurator.py: order of config files and overrides, type checks, and every error a user can
+make.
 
     python -m pytest tests/test_configurator.py -q
 """
@@ -66,7 +67,8 @@ def test_override_values_are_converted(arg, key, value):
 
 
 def test_values_from_files_are_checked_and_converted(tmp_path):
-    config = configure(DEFAULTS, [write(tmp_path, "ok.py", "n_layer = 4.0\nlearning_rate = 2\nmlp_dim = 'x'\n")])
+    config = configure(DEFAULTS,
+                       [write(tmp_path, "ok.py", "n_layer = 4.0\nlearning_rate = 2\nmlp_dim = 'x'\n")])
     assert config["n_layer"] == 4 and type(config["n_layer"]) is int
     assert config["learning_rate"] == 2.0 and type(config["learning_rate"]) is float
     assert config["mlp_dim"] == "x"
@@ -94,7 +96,8 @@ def test_unknown_key_on_the_command_line_names_it_and_close_matches():
     with pytest.raises(ConfigError) as e:
         configure(DEFAULTS, ["--n_layers=2"])
     message = str(e.value)
-    assert "'n_layers'" in message and "command line" in message and "n_layer" in message.split("?")[0].split("mean")[1]
+    assert ("'n_layers'" in message and "command line" in message
+            and "n_layer" in message.split("?")[0].split("mean")[1])
 
 
 def test_unknown_key_in_a_file_names_it_the_file_and_close_matches(tmp_path):

@@ -13,7 +13,8 @@ import pytest
 import tiktoken
 
 from data import common, prepare_text as prepare_text_script
-from data.common import gpt2_encoding, is_prepared, load_tokenizer, prepare_default, prepare_text, strip_gutenberg
+from data.common import (gpt2_encoding, is_prepared, load_tokenizer, prepare_default, prepare_text,
+                         strip_gutenberg)
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "".join(f"{i}: To be, or not to be, that is the question -- ça va? <|endoftext|>\n" for i in range(40))
@@ -93,7 +94,8 @@ def test_prepare_gpt2(tmp_path):
     meta = prepare_text(TEXT, tmp_path / "d", tokenizer="gpt2", val_fraction=0.2, block_size=16)
     ids = gpt2_encoding().encode_ordinary(TEXT)  # the literal <|endoftext|> in TEXT stays ordinary text
     n_val = round(len(ids) * 0.2)
-    assert meta == {"vocab_size": 50257, "tokenizer": "gpt2", "train_tokens": len(ids) - n_val, "val_tokens": n_val}
+    assert meta == {"vocab_size": 50257, "tokenizer": "gpt2", "train_tokens": len(ids) - n_val,
+                    "val_tokens": n_val}
     train, val = read_bins(tmp_path / "d")
     assert train.tolist() + val.tolist() == ids and len(val) == n_val
     encode, decode = load_tokenizer(tmp_path / "d")
@@ -141,7 +143,8 @@ def many_symbols(n):
 
 
 def test_char_vocab_must_fit_uint16(tmp_path):
-    prepare_text(many_symbols(2**16) * 2, tmp_path / "ok", tokenizer="char")  # exactly 65536 symbols still fit
+    # exactly 65536 symbols still fit
+    prepare_text(many_symbols(2**16) * 2, tmp_path / "ok", tokenizer="char")
     assert json.loads((tmp_path / "ok" / "meta.json").read_text())["vocab_size"] == 2**16
     with pytest.raises(ValueError, match="65537 distinct characters"):
         prepare_text(many_symbols(2**16 + 1), tmp_path / "too_many", tokenizer="char")
@@ -192,9 +195,11 @@ def test_prepare_text_command_bad_input(tmp_path, monkeypatch, capsys, files, ar
 
 def test_strip_gutenberg():
     body = "THE SONNETS\n\nFrom fairest creatures we desire increase,\n"
-    modern = ("The Project Gutenberg EBook of The Sonnets\n\nThis eBook is for the use of anyone anywhere...\n"
+    modern = ("The Project Gutenberg EBook of The Sonnets\n\n"
+              "This eBook is for the use of anyone anywhere...\n"
               "*** START OF THIS PROJECT GUTENBERG EBOOK THE SONNETS ***\n" + body
-              + "*** END OF THIS PROJECT GUTENBERG EBOOK THE SONNETS ***\n\n1.E. Unless you have removed...\n")
+              + "*** END OF THIS PROJECT GUTENBERG EBOOK THE SONNETS ***\n\n"
+              "1.E. Unless you have removed...\n")
     old = ("The Project Gutenberg Etext of Hamlet\nCopyright laws are changing all over the world...\n"
            "*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.04.29.93*END*\n" + body
            + "End of Project Gutenberg's Etext of The Sonnets\n")

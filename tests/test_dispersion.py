@@ -1,15 +1,16 @@
 """
 Tests for dispersion.py and dispersion_fused.py, in two parts.
 
-The loss contract: every function in VARIANTS, one you add included, is collected for the clauses below (one value
-per sequence; finite value and gradient on condensed, zero and two-token inputs, in fp32 and bf16 autocast;
-invariant to the order of the tokens; bounded below as the hidden states grow; lower for spread tokens than for
-condensed ones; gradcheck; torch.compile(fullgraph=True)) and for the invariances it declares. A variant known
-to break a clause declares it in dispersion.BREAKS, and the test then checks that it still does.
+The loss contract: every function in VARIANTS, one you add included, is collected for the clauses below (one
+value per sequence; finite value and gradient on condensed, zero and two-token inputs, in fp32 and bf16
+autocast; invariant to the order of the tokens; bounded below as the hidden states grow; lower for spread
+tokens than for condensed ones; gradcheck; torch.compile(fullgraph=True)) and for the invariances it declares.
+A variant known to break a clause declares it in dispersion.BREAKS, and the test then checks that it still
+does.
 
-The built-in variants: each against an independent float64 loop over pairs (the formulas of docs/condensation.md
-section 3), the speed path (dispersion_fused.py) against the formulas, anchor values, subsampling, precision,
-errors, layer selection and one full torch.compile.
+The built-in variants: each against an independent float64 loop over pairs (the formulas of
+docs/condensation.md section 3), the speed path (dispersion_fused.py) against the formulas, anchor values,
+subsampling, precision, errors, layer selection and one full torch.compile.
 
 Run: python -m pytest tests/test_dispersion.py -q       (-k my_loss: the contract for one variant)
 """
@@ -31,8 +32,9 @@ BUILT_IN = [name for name in VARIANTS if VARIANTS[name] in FAST_PATHS]  # the va
 # -----------------------------------------------------------------------------
 # The loss contract. Every function in VARIANTS, one you add included, is held to these clauses by the
 # parametrized tests below without a test of its own. Each clause is a function of a per-sequence loss
-# (z (B, T, C) -> (B,)) that raises ContractBroken naming the clause it broke; you can call them on a loss directly.
-# A variant that declares a clause in dispersion.BREAKS must break it; its invariances come from INVARIANT_TO.
+# (z (B, T, C) -> (B,)) that raises ContractBroken naming the clause it broke; you can call them on a loss
+# directly. A variant that declares a clause in dispersion.BREAKS must break it; its invariances come from
+# INVARIANT_TO.
 
 
 class ContractBroken(AssertionError):
@@ -44,8 +46,8 @@ def broken(clause, detail):
 
 
 def contract_inputs():
-    """Token sets every loss must handle, each (B, T, C). The identical tokens are small integers, so their mean
-    and differences are exact and their distances exactly 0."""
+    """Token sets every loss must handle, each (B, T, C). The identical tokens are small integers, so their
+    mean and differences are exact and their distances exactly 0."""
     g = torch.Generator().manual_seed(20)
     v = torch.randint(-3, 4, (1, 1, 16), generator=g).float()
     zero_token = torch.randn(3, 8, 16, generator=g)
@@ -67,13 +69,13 @@ def check_shape(loss):
         raise broken("shape", f"expected one value per sequence, shape (3,) for z of shape (3, 8, 16), got "
                               f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
     if not torch.allclose(out[1:2], loss(z[1:2]), rtol=1e-5, atol=1e-6):
-        raise broken("shape", "a sequence's value changed when the other sequences were removed: pairs must stay "
-                              "within one sequence")
+        raise broken("shape", "a sequence's value changed when the other sequences were removed: pairs must "
+                              "stay within one sequence")
 
 
 def check_finite(loss):
-    """Finite value and gradient on random, condensed, identical, zero-token and T = 2 inputs, in fp32 and with
-    bf16 input under bf16 autocast."""
+    """Finite value and gradient on random, condensed, identical, zero-token and T = 2 inputs, in fp32 and
+    with bf16 input under bf16 autocast."""
     for name, z in contract_inputs().items():
         for precision, dtype in (("fp32", torch.float32), ("bf16 autocast", torch.bfloat16)):
             x = z.to(dtype).detach().requires_grad_()  # a leaf of its own dtype
@@ -94,15 +96,16 @@ def check_permutation(loss):
     perm = torch.randperm(z.size(1), generator=torch.Generator().manual_seed(21))
     a, b = loss(z), loss(z[:, perm])
     if not torch.allclose(a, b, rtol=1e-7, atol=1e-9):
-        raise broken("permutation", f"permuting the tokens changed the loss from {a.tolist()} to {b.tolist()}")
+        raise broken("permutation",
+                     f"permuting the tokens changed the loss from {a.tolist()} to {b.tolist()}")
 
 
 SCALES = (1, 10, 100, 1000, 10000)
 
 
 def check_bounded(loss):
-    """Bounded below as the hidden states grow: z scaled by 1 ... 10^4, the loss must stop falling (its drop over
-    the last factor of 10 at most half its drop over the first), and never be NaN or -inf."""
+    """Bounded below as the hidden states grow: z scaled by 1 ... 10^4, the loss must stop falling (its drop
+    over the last factor of 10 at most half its drop over the first), and never be NaN or -inf."""
     z = contract_inputs()["random"]
     values = [loss(s * z).mean().item() for s in SCALES]
     shown = ", ".join(f"{v:.4g}" for v in values)
@@ -110,8 +113,9 @@ def check_bounded(loss):
         raise broken("bounded", f"the loss is {shown} at z scaled by {SCALES}")
     first_drop, last_drop = values[0] - values[1], values[-2] - values[-1]
     if last_drop > 0.5 * max(first_drop, 0.0) + 1e-4 * (1 + abs(values[-1])):
-        raise broken("bounded", f"the loss keeps falling as z is scaled by {SCALES}: {shown}; it can be driven to "
-                                "minus infinity by growing the hidden states instead of spreading the tokens")
+        raise broken("bounded", f"the loss keeps falling as z is scaled by {SCALES}: {shown}; it can be "
+                                "driven to minus infinity by growing the hidden states instead of spreading "
+                                "the tokens")
 
 
 def check_spread_beats_condensed(loss):
@@ -121,13 +125,15 @@ def check_spread_beats_condensed(loss):
     condensed = torch.randn(4, 1, 32, generator=g) + 0.01 * torch.randn(4, 16, 32, generator=g)
     a, b = loss(spread).mean().item(), loss(condensed).mean().item()
     if not a < b:
-        raise broken("spread_beats_condensed", f"spread tokens score {a:.4g}, nearly identical ones {b:.4g} on a "
-                                               "(4, 16, 32) input: the loss must be lower for spread tokens")
+        raise broken("spread_beats_condensed", f"spread tokens score {a:.4g}, nearly identical ones {b:.4g} "
+                                               "on a (4, 16, 32) input: the loss must be lower for spread "
+                                               "tokens")
 
 
 def check_gradcheck(loss):
     """The gradient agrees with finite differences in float64."""
-    z = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
+    z = torch.randn(2, 5, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64,
+                    requires_grad=True)
     try:
         torch.autograd.gradcheck(loss, (z,), fast_mode=True)  # a random projection of the Jacobian: fast
     except Exception as e:  # GradcheckError, or whatever the loss raises in float64
@@ -144,7 +150,8 @@ def check_compiles(loss):
         value = torch.compile(loss, fullgraph=True, backend="eager")(z)
         (grad,) = torch.autograd.grad(value.sum(), z)
     except Exception as e:
-        raise broken("compiles", f"torch.compile(fullgraph=True): {type(e).__name__}: {str(e).splitlines()[0]}") from e
+        raise broken("compiles",
+                     f"torch.compile(fullgraph=True): {type(e).__name__}: {str(e).splitlines()[0]}") from e
     expected = loss(z)
     if not torch.allclose(value, expected, rtol=1e-5, atol=1e-6):
         raise broken("compiles", f"compiled value {value.tolist()} differs from eager {expected.tolist()}")
@@ -152,13 +159,14 @@ def check_compiles(loss):
         raise broken("compiles", "the compiled gradient differs from eager")
 
 
-CLAUSES = {"shape": check_shape, "finite": check_finite, "permutation": check_permutation, "bounded": check_bounded,
-           "spread_beats_condensed": check_spread_beats_condensed, "gradcheck": check_gradcheck,
-           "compiles": check_compiles}
+CLAUSES = {"shape": check_shape, "finite": check_finite, "permutation": check_permutation,
+           "bounded": check_bounded, "spread_beats_condensed": check_spread_beats_condensed,
+           "gradcheck": check_gradcheck, "compiles": check_compiles}
 
 
 def random_rotation(C, seed):
-    q, r = torch.linalg.qr(torch.randn(C, C, generator=torch.Generator().manual_seed(seed), dtype=torch.float64))
+    q, r = torch.linalg.qr(torch.randn(C, C, generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.float64))
     return q * torch.sign(torch.diagonal(r))  # (C, C) orthogonal
 
 
@@ -173,16 +181,18 @@ TRANSFORMS = {  # the invariances a variant may declare in dispersion.INVARIANT_
 
 def check_invariant(loss, invariance):
     if invariance not in TRANSFORMS:
-        raise broken("invariances", f"unknown invariance {invariance!r}; declare names from {', '.join(TRANSFORMS)}")
+        raise broken("invariances",
+                     f"unknown invariance {invariance!r}; declare names from {', '.join(TRANSFORMS)}")
     z = torch.randn(3, 9, 6, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     a, b = loss(z), loss(TRANSFORMS[invariance](z, torch.Generator().manual_seed(24)))
     if not torch.allclose(a, b, rtol=1e-9, atol=1e-12):
-        raise broken(f"invariant to {invariance}", f"declared in INVARIANT_TO, but the loss changed from {a.tolist()} "
-                                                   f"to {b.tolist()}")
+        raise broken(f"invariant to {invariance}", "declared in INVARIANT_TO, but the loss changed from "
+                                                   f"{a.tolist()} to {b.tolist()}")
 
 
 def registered(variant):
-    """The loss of each sequence as training computes it for VARIANTS[variant]: fp32, autocast off, speed path."""
+    """The loss of each sequence as training computes it for VARIANTS[variant]: fp32, autocast off, speed
+    path."""
     return lambda z: dispersion.per_sequence(z, variant, **SETTINGS)
 
 
@@ -197,8 +207,8 @@ def test_contract(variant, clause):
         CLAUSES[clause](registered(variant))
     except ContractBroken:
         return  # it breaks the clause, as declared
-    pytest.fail(f"{variant} declares in dispersion.BREAKS that it breaks '{clause}' ({reason}), but it meets it: "
-                "remove the declaration")
+    pytest.fail(f"{variant} declares in dispersion.BREAKS that it breaks '{clause}' ({reason}), but it meets "
+                "it: remove the declaration")
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -214,14 +224,15 @@ def test_declarations_name_real_variants_clauses_and_invariances():
 
 
 def max_cosine(z, *, tau, **_):
-    """A loss a student might add (README): mean_i max_{j != i} c_ij, each token's nearest neighbour in angle."""
+    """A loss a student might add (README): mean_i max_{j != i} c_ij, each token's nearest neighbour in
+    angle."""
     c = dispersion.cosines(z).masked_fill(~dispersion.off_diagonal(z.size(1), z.device), -1.0)  # (B, T, T)
     return c.max(-1).values.mean(-1)  # (B,)
 
 
 def test_a_loss_added_to_the_registry_meets_the_contract_through_the_same_tests(monkeypatch):
-    """What happens when a student adds max_cosine to VARIANTS: the very tests every variant is collected for pass
-    on it (pytest collects them for the new name; here they are called by hand)."""
+    """What happens when a student adds max_cosine to VARIANTS: the very tests every variant is collected for
+    pass on it (pytest collects them for the new name; here they are called by hand)."""
     monkeypatch.setitem(VARIANTS, "max_cosine", max_cosine)
     monkeypatch.setitem(dispersion.INVARIANT_TO, "max_cosine", ("rotation", "token_scale"))
     for clause in CLAUSES:
@@ -270,8 +281,8 @@ def test_entropy_as_published_prefers_identical_tokens():
 
 
 # -----------------------------------------------------------------------------
-# the built-in variants against a reference: one sequence x of shape (T, C) as a float64 numpy array, plain loops
-# over ordered pairs i != j (all T^2 for l2_repel)
+# the built-in variants against a reference: one sequence x of shape (T, C) as a float64 numpy array, plain
+# loops over ordered pairs i != j (all T^2 for l2_repel)
 
 def ref_unit(v):
     return v / max(np.linalg.norm(v), 1e-6)
@@ -296,7 +307,8 @@ def ref_sequence(x, variant, tau, clamp, margin, norm_weight):
     if variant == "cosine":
         return math.log(np.mean([math.exp(ref_unit(x[i]) @ ref_unit(x[j]) / tau) for i, j in pairs]))
     if variant == "l2_repel":
-        repel = math.log(np.mean([math.exp(-np.sum((x[i] - x[j]) ** 2) / tau) for i in range(T) for j in range(T)]))
+        repel = math.log(np.mean([math.exp(-np.sum((x[i] - x[j]) ** 2) / tau)
+                                  for i in range(T) for j in range(T)]))
         return repel + norm_weight * np.mean(x ** 2)
     if variant == "orthogonal":
         return np.mean([max(0.0, margin - ref_angle(x[i], x[j], clamp)) ** 2 for i, j in pairs])
@@ -313,8 +325,9 @@ def ref_sequence(x, variant, tau, clamp, margin, norm_weight):
     raise AssertionError(variant)
 
 
-REFERENCED = [name for name in VARIANTS if name in ("angular", "cosine", "l2_repel", "orthogonal", "decorrelation",
-                                                    "entropy")]  # a variant without a loop above is left out
+# a variant without a loop above is left out
+REFERENCED = [name for name in VARIANTS
+              if name in ("angular", "cosine", "l2_repel", "orthogonal", "decorrelation", "entropy")]
 
 
 def ref_loss(z, variant, **settings):
@@ -360,10 +373,12 @@ def test_stacked_layers_in_one_call_give_the_mean_over_layers():
     """train.py stacks L layers of B sequences into one batch of L*B: the result is the mean of the per-layer
     losses, and the gradient reaches every layer."""
     g = torch.Generator().manual_seed(2)
-    hidden = [torch.randn(3, 10, 6, generator=g, requires_grad=True) for _ in range(4)]  # 4 layers of (B, T, C)
+    # 4 layers of (B, T, C)
+    hidden = [torch.randn(3, 10, 6, generator=g, requires_grad=True) for _ in range(4)]
     layers = [1, 2, 3]
     for variant in VARIANTS:
-        stacked = dispersion_loss(torch.stack([hidden[l] for l in layers]).flatten(0, 1), variant, max_tokens=None)
+        stacked = dispersion_loss(torch.stack([hidden[l] for l in layers]).flatten(0, 1), variant,
+                                  max_tokens=None)
         per_layer = torch.stack([dispersion_loss(hidden[l], variant, max_tokens=None) for l in layers]).mean()
         assert torch.allclose(stacked, per_layer, rtol=1e-6, atol=1e-7)
     stacked.backward()
@@ -372,10 +387,10 @@ def test_stacked_layers_in_one_call_give_the_mean_over_layers():
 
 @pytest.mark.parametrize("path", ["formula", "speed path"])
 def test_l2_repel_is_bounded_below_by_minus_log_T(path):
-    """The T diagonal terms exp(0) = 1 keep the mean over all T^2 pairs at least 1/T: the pair term stays at or
-    above -log T however far apart the tokens are, and reaches it once they are a few sqrt(tau) apart, so only the
-    norm term changes as the hidden states grow. Over the pairs i != j alone, this input scaled by 1, 10 and 100
-    gave -6.0, -192 and -18,684: a loss that rewarded blowing up the hidden states."""
+    """The T diagonal terms exp(0) = 1 keep the mean over all T^2 pairs at least 1/T: the pair term stays at
+    or above -log T however far apart the tokens are, and reaches it once they are a few sqrt(tau) apart, so
+    only the norm term changes as the hidden states grow. Over the pairs i != j alone, this input scaled by 1,
+    10 and 100 gave -6.0, -192 and -18,684: a loss that rewarded blowing up the hidden states."""
     loss = VARIANTS["l2_repel"] if path == "formula" else FAST_PATHS[VARIANTS["l2_repel"]]
     z = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(0))
     scales = (1, 10, 100, 1000)
@@ -383,7 +398,8 @@ def test_l2_repel_is_bounded_below_by_minus_log_T(path):
     assert all((p >= -math.log(16) - 1e-6).all() for p in pair_term)
     assert torch.allclose(pair_term[-1], torch.full((2,), -math.log(16)), atol=1e-6)
     total = [loss(s * z, tau=1.0, norm_weight=0.1).mean().item() for s in scales]
-    assert total == sorted(total) and total[-1] == pytest.approx(-math.log(16) + 0.1 * 1e6 * z.pow(2).mean().item())
+    assert (total == sorted(total)
+            and total[-1] == pytest.approx(-math.log(16) + 0.1 * 1e6 * z.pow(2).mean().item()))
     same = z[:, :1].expand(2, 16, 8)  # identical tokens: every pair term is exp(0)
     assert torch.allclose(loss(same, tau=1.0, norm_weight=0.1), 0.1 * same.pow(2).mean((1, 2)), atol=1e-6)
 
@@ -402,30 +418,34 @@ def test_the_gradcheck_input_avoids_the_kinks_of_the_built_ins():
 
 @pytest.mark.parametrize("theta", [1.0, 0.3, 0.01])  # cos(1.0) = 0.54 is inside the band; 0.3 and 0.01 beyond
 def test_straight_through_gradient_is_the_slope_at_the_band_edge(theta):
-    """Two unit tokens at angle theta in 2-D: loss = -a/tau, with a = arccos(c*)/pi and c* = min(cos theta, 1 - clamp).
-    d loss / d c = 1 / (pi tau sqrt(1 - c*^2)): the slope at c*, which is the band's edge for pairs beyond it;
-    d c / d z2 = u1 - c u2 = sin(theta) (sin(theta), -cos(theta)) for ||z2|| = 1, with the unclamped c."""
+    """Two unit tokens at angle theta in 2-D: loss = -a/tau, with a = arccos(c*)/pi and c* = min(cos theta, 1
+    - clamp). d loss / d c = 1 / (pi tau sqrt(1 - c*^2)): the slope at c*, which is the band's edge for pairs
+    beyond it; d c / d z2 = u1 - c u2 = sin(theta) (sin(theta), -cos(theta)) for ||z2|| = 1, with the
+    unclamped c."""
     tau, clamp = 0.7, 0.1
-    z = torch.tensor([[[1.0, 0.0], [math.cos(theta), math.sin(theta)]]], dtype=torch.float64, requires_grad=True)
+    z = torch.tensor([[[1.0, 0.0], [math.cos(theta), math.sin(theta)]]], dtype=torch.float64,
+                     requires_grad=True)
     loss = dispersion_loss(z, "angular", tau=tau, clamp=clamp)
     loss.backward()
     c_star = min(math.cos(theta), 1 - clamp)
     assert loss.item() == pytest.approx(-math.acos(c_star) / math.pi / tau)
     slope = 1 / (math.pi * tau * math.sqrt(1 - c_star ** 2))
-    expected = slope * math.sin(theta) * torch.tensor([math.sin(theta), -math.cos(theta)], dtype=torch.float64)
+    expected = slope * math.sin(theta) * torch.tensor([math.sin(theta), -math.cos(theta)],
+                                                      dtype=torch.float64)
     assert torch.allclose(z.grad[0, 1], expected, rtol=1e-9, atol=1e-15)
     assert torch.isfinite(z.grad).all() and z.grad[0, 1].abs().max() > 0
     # d c / d z1 = u2 - c u1 = (0, sin(theta)) for ||z1|| = 1
-    assert torch.allclose(z.grad[0, 0], slope * math.sin(theta) * torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert torch.allclose(z.grad[0, 0],
+                          slope * math.sin(theta) * torch.tensor([0.0, 1.0], dtype=torch.float64))
 
 
 @pytest.mark.parametrize("variant", BUILT_IN)
 @pytest.mark.parametrize("case", list(edge_cases()) + ["below_eps", "far_apart"])
 def test_speed_path_equals_the_formula_in_value_and_gradient(variant, case):
-    """Each built-in variant runs through dispersion_fused.py; its formula in dispersion.py, through autograd, must
-    give the same value and gradient, also for pairs beyond the clamp band (identical, antipodal tokens), for zero
-    vectors, for a token of norm 1e-7 (floored at eps = 1e-6), and for tokens so far apart that most exp terms
-    underflow (the UNDERFLOW floor must not show)."""
+    """Each built-in variant runs through dispersion_fused.py; its formula in dispersion.py, through autograd,
+    must give the same value and gradient, also for pairs beyond the clamp band (identical, antipodal tokens),
+    for zero vectors, for a token of norm 1e-7 (floored at eps = 1e-6), and for tokens so far apart that most
+    exp terms underflow (the UNDERFLOW floor must not show)."""
     formula = VARIANTS[variant]
     fast = FAST_PATHS[formula]
     g = torch.Generator().manual_seed(3)
@@ -434,7 +454,8 @@ def test_speed_path_equals_the_formula_in_value_and_gradient(variant, case):
     special = {"below_eps": below_eps, "far_apart": 30 * torch.randn(2, 8, 6, generator=g)}
     z = (special[case] if case in special else edge_cases()[case]).double().requires_grad_()
     z_ref = z.detach().clone().requires_grad_()
-    weights = torch.arange(1.0, z.size(0) + 1, dtype=torch.float64)  # a different upstream gradient per sequence
+    # a different upstream gradient per sequence
+    weights = torch.arange(1.0, z.size(0) + 1, dtype=torch.float64)
     (fast(z, **SETTINGS) * weights).sum().backward()
     (formula(z_ref, **SETTINGS) * weights).sum().backward()
     assert torch.allclose(fast(z.detach(), **SETTINGS), formula(z_ref.detach(), **SETTINGS), rtol=1e-12)
@@ -543,7 +564,8 @@ def test_bf16_autocast_input_computes_in_fp32(variant):
 # errors
 
 @pytest.mark.parametrize("kwargs, words", [
-    (dict(variant="angle"), ["angle", "angular", "cosine", "l2_repel", "orthogonal", "decorrelation", "entropy"]),
+    (dict(variant="angle"),
+     ["angle", "angular", "cosine", "l2_repel", "orthogonal", "decorrelation", "entropy"]),
     (dict(z=torch.randn(4, 8)), ["(B, T, C)", "(4, 8)"]),
     (dict(z=torch.randn(2, 1, 8)), ["2 tokens", "T = 1"]),
     (dict(tau=0.0), ["tau", "> 0"]),
@@ -604,7 +626,8 @@ def test_select_layers_rejects_bad_specs(spec, n_layer, words):
 
 def test_compiles_without_graph_breaks_and_matches_eager():
     """fullgraph=True fails on any graph break. Subsampling is active (max_tokens < T); fallback_random makes
-    the compiled randperm draw from the global RNG exactly as eager does, so values and gradients can match."""
+    the compiled randperm draw from the global RNG exactly as eager does, so values and gradients can
+    match."""
     z = torch.randn(3, 24, 8, generator=torch.Generator().manual_seed(12), requires_grad=True)
     with torch._inductor.config.patch(fallback_random=True):
         compiled = torch.compile(dispersion_loss, fullgraph=True)

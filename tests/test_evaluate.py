@@ -46,12 +46,14 @@ metric_list:
 
 
 def write_run(folder, seed, data_dir):
-    """A tiny GPT-2-BPE checkpoint as train.py writes it (tests/test_export.py exports one that train.py wrote)."""
+    """A tiny GPT-2-BPE checkpoint as train.py writes it (tests/test_export.py exports one that train.py
+    wrote)."""
     torch.manual_seed(seed)
     model = GPT(GPTConfig(vocab_size=50304, block_size=32, n_layer=2, n_head=2, n_embd=16, bias=False))
     folder.mkdir(parents=True)
     torch.save({"model": model.state_dict(), "model_args": vars(model.config), "iter_num": 10 * seed,
-                "best_val_loss": 10.0, "config": {"dataset": "bpe", "data_dir": str(data_dir)}}, folder / "ckpt.pt")
+                "best_val_loss": 10.0, "config": {"dataset": "bpe", "data_dir": str(data_dir)}},
+               folder / "ckpt.pt")
     return model.eval()
 
 
@@ -60,9 +62,11 @@ def setup(tmp_path_factory):
     """Two runs (seeds 1 and 2) and a folder of task files: tiny_mc (the two questions in a local JSON file)
     and hub_mc (the same, but its data set on the Hugging Face Hub, which no test downloads)."""
     root = tmp_path_factory.mktemp("evaluate")
-    text = " ".join(random.Random(0).choice("the quick brown fox jumps over a lazy dog".split()) for _ in range(400))
+    text = " ".join(random.Random(0).choice("the quick brown fox jumps over a lazy dog".split())
+                    for _ in range(400))
     prepare_text(text, root / "data", tokenizer="gpt2", block_size=32)
-    runs = {seed: (root / f"run-s{seed}", write_run(root / f"run-s{seed}", seed, root / "data")) for seed in (1, 2)}
+    runs = {seed: (root / f"run-s{seed}",
+                   write_run(root / f"run-s{seed}", seed, root / "data")) for seed in (1, 2)}
     tasks = root / "tasks"
     tasks.mkdir()
     (tasks / "two.json").write_text("\n".join(json.dumps(q) for q in QUESTIONS) + "\n")
@@ -73,8 +77,9 @@ def setup(tmp_path_factory):
 
 
 def expected_accuracy(model):
-    """The accuracy the harness should report, computed with our model: a question is right when its answer has
-    the highest log-likelihood as a continuation of the question (after a space), over the 50257 real tokens."""
+    """The accuracy the harness should report, computed with our model: a question is right when its answer
+    has the highest log-likelihood as a continuation of the question (after a space), over the 50257 real
+    tokens."""
     enc, right = gpt2_encoding(), 0
     for q in QUESTIONS:
         context = enc.encode_ordinary(q["question"])
@@ -89,7 +94,8 @@ def expected_accuracy(model):
 
 
 def stop_message(argv):
-    """evaluate.py's message when it stops: one line starting with 'error: ' (sys.exit prints it, status 1)."""
+    """evaluate.py's message when it stops: one line starting with 'error: ' (sys.exit prints it, status
+    1)."""
     with pytest.raises(SystemExit) as stop:
         evaluate.main(argv)
     message = stop.value.code
@@ -141,8 +147,8 @@ def test_unknown_task_character_model_and_missing_checkpoint(setup, data_dir, tm
     char = tmp_path / "char"
     char.mkdir()
     model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=1, n_head=2, n_embd=16))
-    torch.save({"model": model.state_dict(), "model_args": vars(model.config), "iter_num": 1, "best_val_loss": 1.0,
-                "config": {"dataset": "words", "data_dir": data_dir}}, char / "ckpt.pt")
+    torch.save({"model": model.state_dict(), "model_args": vars(model.config), "iter_num": 1,
+                "best_val_loss": 1.0, "config": {"dataset": "words", "data_dir": data_dir}}, char / "ckpt.pt")
     said = stop_message([f"--out_dir={char}", "--tasks=tiny_mc", f"--include_path={tasks}"])
     assert "without a GPT-2 tokenizer" in said and "BPE" in said
     said = stop_message([f"--out_dir={tmp_path / 'none'}", "--tasks=tiny_mc", f"--include_path={tasks}"])
@@ -157,10 +163,11 @@ def test_no_network_and_no_cached_data_set(setup, tmp_path):
     root, runs, tasks = setup
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "evaluate.py", f"--out_dir={runs[1][0]}", "--tasks=hub_mc",
-                             f"--include_path={tasks}", "--device=cpu"], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=300)
+                             f"--include_path={tasks}", "--device=cpu"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
     message = result.stderr.strip().splitlines()[-1]
-    assert result.returncode == 1 and message.startswith("error: cannot get a task's data set"), result.stderr[-2000:]
+    assert (result.returncode == 1
+            and message.startswith("error: cannot get a task's data set")), result.stderr[-2000:]
     assert "condense-tests/never-downloaded" in message and "internet" in message
     assert "Traceback" not in result.stderr
 

@@ -39,8 +39,8 @@ def run(script, *args):
 
 
 def export_error(*args):
-    """export.py's message when it stops, run in this process (a subprocess costs seconds of imports): one line
-    starting with 'error: ', given to sys.exit, which prints it to stderr and exits with status 1."""
+    """export.py's message when it stops, run in this process (a subprocess costs seconds of imports): one
+    line starting with 'error: ', given to sys.exit, which prints it to stderr and exits with status 1."""
     with pytest.raises(SystemExit) as stop:
         export.main(list(args))
     message = stop.value.code
@@ -73,7 +73,8 @@ def test_exported_model_gives_our_logits(bpe_run):
     c = hf.config
     assert (c.vocab_size, c.n_positions, c.n_inner, c.n_layer, c.n_embd) == (50257, 32, 48, 2, 32)
     assert c.eos_token_id == c.bos_token_id == 50256
-    assert all(not b.any() for name, b in hf.named_parameters() if name.endswith(".bias"))  # bias=False: zeros
+    # bias=False: zeros
+    assert all(not b.any() for name, b in hf.named_parameters() if name.endswith(".bias"))
 
     ckpt = load_checkpoint(str(out / "ckpt.pt"))
     ours = model_from_checkpoint(ckpt).eval()
@@ -101,7 +102,8 @@ def test_exported_tokenizer_loads_offline_and_encodes_like_tiktoken(bpe_run):
     assert len(tok) == 50257 and tok.eos_token_id == 50256 and tok.model_max_length == 32
     for text in TEXTS:
         ids = tok(text)["input_ids"]
-        assert ids == enc.encode(text, allowed_special="all"), text  # <|endoftext|> is the special token, as in HF
+        # <|endoftext|> is the special token, as in HF
+        assert ids == enc.encode(text, allowed_special="all"), text
         assert tok.decode(ids) == text
 
 
@@ -140,7 +142,8 @@ def test_character_level_run_exports_weights_and_says_harnesses_need_bpe(data_di
     out.mkdir()
     model = GPT(GPTConfig(vocab_size=64, block_size=32, n_layer=1, n_head=2, n_embd=16, bias=False))
     torch.save({"model": model.state_dict(), "model_args": vars(model.config), "iter_num": 0,
-                "best_val_loss": float("inf"), "config": {"dataset": "words", "data_dir": data_dir}}, out / "ckpt.pt")
+                "best_val_loss": float("inf"), "config": {"dataset": "words", "data_dir": data_dir}},
+               out / "ckpt.pt")
     export.main([f"--out_dir={out}"])
     said = capsys.readouterr().out
     assert "benchmark harnesses" in said and "BPE" in said

@@ -1,11 +1,11 @@
 """Tests of gpu_suite.py (the one-GPU suite), gpu_report.py and what the suite needs from train.py: the GPU's
-stacked dispersion loss, run on a CPU in bf16, against the per-layer loop; and the model and the stacked loss under
-torch.compile without graph breaks.
+stacked dispersion loss, run on a CPU in bf16, against the per-layer loop; and the model and the stacked loss
+under torch.compile without graph breaks.
 
     python -m pytest tests/test_gpu_suite.py -q
 
-The rehearsal test runs `gpu_suite.py --rehearse` end to end (every step: bench.py with one compiled run, study.py,
-measure.py) on a tiny data set in a temporary folder; nothing here needs a GPU or the network.
+The rehearsal test runs `gpu_suite.py --rehearse` end to end (every step: bench.py with one compiled run,
+study.py, measure.py) on a tiny data set in a temporary folder; nothing here needs a GPU or the network.
 """
 import json
 import os
@@ -29,7 +29,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: fastest for these ti
 
 def suite_run(*args, script=None, timeout=600):
     command = [sys.executable, "-c", script] if script else [sys.executable, "gpu_suite.py"]
-    return subprocess.run([*command, *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([*command, *args], cwd=REPO, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def read_jsonl(path):
@@ -77,7 +78,8 @@ def test_rehearsal_runs_every_step_and_writes_the_summary(rehearsal):
     runs = results / "gpu_method"
     for run, weight in (("small_base", 0.0), ("small_disp", 0.1)):
         config = json.loads((runs / f"{run}-s1337" / "config.json").read_text())
-        assert (config["dispersion_path"], config["dtype"], config["dispersion_weight"]) == ("stacked", "bfloat16", weight)
+        assert ((config["dispersion_path"], config["dtype"], config["dispersion_weight"])
+                == ("stacked", "bfloat16", weight))
         steps = [r for r in read_jsonl(runs / f"{run}-s1337" / "metrics.jsonl") if "loss" in r]
         assert all((r["dispersion"] != 0) == (weight > 0) for r in steps)  # the loss ran where it was on
     compare = json.loads((results / "full" / "compare.json").read_text())
@@ -88,7 +90,8 @@ def test_rehearsal_runs_every_step_and_writes_the_summary(rehearsal):
     assert [[s["seed"] for s in table[r]["seeds"]] for r in ("small_base", "small_disp")] == [[1337, 1]] * 2
 
     summary = (results / "summary.md").read_text()
-    for heading in ("## a. MFU", "## b. Dispersion overhead", "## c. small_base and small_disp", "## d. Studies"):
+    for heading in ("## a. MFU", "## b. Dispersion overhead", "## c. small_base and small_disp",
+                    "## d. Studies"):
         assert heading in summary
     assert "`python train.py config/small_disp.py --device=cpu" in summary and " differ)" not in summary
     # gpu_report.py alone writes the same summary from the folder
@@ -184,14 +187,16 @@ def train(tmp_path, data_dir, *args):
     tiny = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--eval_iters=1",
             "--eval_interval=100", "--log_interval=1", "--max_iters=3", "--track_sequences=0", "--device=cpu",
             "--compile=False", "--dtype=bfloat16", "--dispersion_weight=0.1", "--dispersion_tokens=0"]
-    result = subprocess.run([sys.executable, "train.py", *tiny, f"--data_dir={data_dir}", f"--out_dir={out_dir}",
-                             *args], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "train.py", *tiny, f"--data_dir={data_dir}",
+                             f"--out_dir={out_dir}", *args], cwd=REPO, env=ENV, capture_output=True,
+                            text=True, timeout=300)
     return result, out_dir
 
 
 def test_stacked_and_per_layer_dispersion_give_the_same_loss(tmp_path, data_dir):
     """With every token kept (dispersion_tokens=0) both paths compute the same mean over layers and sequences:
-    equal up to the order of fp32 sums, at the first step and after two updates (so the gradients agree too)."""
+    equal up to the order of fp32 sums, at the first step and after two updates (so the gradients agree
+    too)."""
     steps = {}
     for path in ("stacked", "per_layer"):
         result, out_dir = train(tmp_path, data_dir, f"--dispersion_path={path}")
@@ -209,11 +214,11 @@ def test_stacked_and_per_layer_dispersion_give_the_same_loss(tmp_path, data_dir)
 
 
 def test_model_and_stacked_loss_compile_without_graph_breaks():
-    """train.py's GPU path as one function: the model's hidden states, stacked, into the loss, in bf16 autocast.
-    fullgraph=True fails on any graph break, in the model or in the loss; the value and the gradients match eager.
-    Graph breaks are found while tracing, whatever the backend: aot_eager traces forward and backward as inductor
-    does, without generating code (the rehearsal compiles train.py's model with inductor, and
-    test_dispersion.py the loss)."""
+    """train.py's GPU path as one function: the model's hidden states, stacked, into the loss, in bf16
+    autocast. fullgraph=True fails on any graph break, in the model or in the loss; the value and the
+    gradients match eager. Graph breaks are found while tracing, whatever the backend: aot_eager traces
+    forward and backward as inductor does, without generating code (the rehearsal compiles train.py's model
+    with inductor, and test_dispersion.py the loss)."""
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0))
     x, y = torch.randint(64, (3, 16)), torch.randint(64, (3, 16))  # (B, T)

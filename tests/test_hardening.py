@@ -1,5 +1,5 @@
-"""The mistakes a new user makes, each stopped with one sentence that names the problem and the fix, a non-zero
-exit, and nothing the user had lost or changed.
+"""The mistakes a new user makes, each stopped with one sentence that names the problem and the fix, a
+non-zero exit, and nothing the user had lost or changed.
 
     python -m pytest tests/test_hardening.py -q
 
@@ -51,7 +51,8 @@ def run(script, *args):
 
 
 def assert_one_sentence(code, *words):
-    """What a user sees: one line starting with 'error: ' (no traceback: any other exception fails the test)."""
+    """What a user sees: one line starting with 'error: ' (no traceback: any other exception fails the
+    test)."""
     assert isinstance(code, str) and code.startswith("error: ") and "\n" not in code, code
     assert all(w in code for w in words), code
 
@@ -66,15 +67,17 @@ def trained(data_dir, tmp_path_factory):
     """(run folder, data folder): 2 steps of the tiny model, checkpoint at 2, on a copy of the data set."""
     tmp = tmp_path_factory.mktemp("trained")
     data = shutil.copytree(data_dir, tmp / "data")
-    result = subprocess.run([sys.executable, "train.py", *TINY, f"--data_dir={data}", f"--out_dir={tmp / 'run'}"],
-                            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run([sys.executable, "train.py", *TINY, f"--data_dir={data}",
+                             f"--out_dir={tmp / 'run'}"],
+                            cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp / "run", data
 
 
 def own_copy(trained, tmp_path):
-    """A copy of the trained run and of its data set, with the checkpoint's settings naming the copied data."""
+    """A copy of the trained run and of its data set, with the checkpoint's settings naming the copied
+    data."""
     run_dir = shutil.copytree(trained[0], tmp_path / "run")
     data = shutil.copytree(trained[1], tmp_path / "data")
     ckpt = torch.load(run_dir / "ckpt.pt", weights_only=True)
@@ -94,7 +97,8 @@ def test_every_numeric_setting_has_a_range_and_the_shipped_settings_keep_to_them
     assert [k for k in numeric if k not in RULES] == [], "add a rule for each of these to settings.RULES"
     assert set(RULES) <= set(config)  # no rule for a setting that is gone
     check_config(config)  # every default keeps to its rule
-    # a loss a student adds to dispersion.VARIANTS is a valid dispersion_variant at once, with no second list to edit
+    # a loss a student adds to dispersion.VARIANTS is a valid dispersion_variant at once, with no second list
+    # to edit
     monkeypatch.setitem(VARIANTS, "my_loss", lambda z, **_: z.sum((1, 2)))
     check_config({**config, "dispersion_variant": "my_loss"})
     with pytest.raises(ConfigError, match="one of angular, .*my_loss"):
@@ -114,13 +118,16 @@ def test_every_numeric_setting_has_a_range_and_the_shipped_settings_keep_to_them
     (["--beta2=1.5"], ["beta2=1.5 is not allowed: it must be in [0, 1)"]),
     (["--dropout=1.5"], ["dropout=1.5 is not allowed: it must be a probability in [0, 1)"]),
     (["--min_lr=-0.01"], ["min_lr=-0.01 is not allowed: it must be 0 or more"]),
-    (["--learning_rate=0.01", "--min_lr=0.1"], ["min_lr=0.1 is above learning_rate=0.01", "set min_lr lower"]),
+    (["--learning_rate=0.01", "--min_lr=0.1"],
+     ["min_lr=0.1 is above learning_rate=0.01", "set min_lr lower"]),
     (["--dispersion_weight=-0.1"], ["dispersion_weight=-0.1 is not allowed: it must be 0 (off) or more"]),
     (["--embed_noise_alpha=-1"], ["embed_noise_alpha=-1.0 is not allowed: it must be 0 (off) or more"]),
     (["--forget_every=-5"], ["forget_every=-5 is not allowed: it must be 0 (off) or a number of steps"]),
     (["--weight_decay=-1"], ["weight_decay=-1.0 is not allowed: it must be 0 (off) or more"]),
-    (["--dispersion_weight=0", "--dispersion_variant=nope"], ["dispersion_variant='nope'", "angular, cosine"]),
-    (["--dispersion_weight=0.1", "--dispersion_layers=5"], ["dispersion_layers='5'", "valid layers are 1..2"]),
+    (["--dispersion_weight=0", "--dispersion_variant=nope"],
+     ["dispersion_variant='nope'", "angular, cosine"]),
+    (["--dispersion_weight=0.1", "--dispersion_layers=5"],
+     ["dispersion_layers='5'", "valid layers are 1..2"]),
     (["--init_from=gpt-2"], ["init_from='gpt-2' is not allowed: it must be scratch, resume or one of gpt2"]),
     (["--compile=maybe"], ["compile='maybe' is not allowed: it must be True, False or None"]),
 ], ids=["n_embd_not_multiple_of_n_head", "n_head_0", "negative_lr", "beta2", "dropout", "negative_min_lr",
@@ -134,26 +141,31 @@ def test_setting_out_of_range_stops_before_anything_is_written(data_dir, tmp_pat
 
 def test_a_config_file_value_out_of_range_is_caught_too(data_dir, tmp_path):
     (tmp_path / "mine.py").write_text("dropout = 1.5\n")
-    code = run("train.py", tmp_path / "mine.py", *TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}")
+    code = run("train.py", tmp_path / "mine.py", *TINY, f"--data_dir={data_dir}",
+               f"--out_dir={tmp_path / 'out'}")
     assert_one_sentence(code, "dropout=1.5 is not allowed")
 
 
 @pytest.mark.parametrize("device", ["cuda", "mps"])
 def test_a_device_that_is_not_there(data_dir, tmp_path, device):
-    if device == "cuda" and torch.cuda.is_available() or device == "mps" and torch.backends.mps.is_available():
+    if (device == "cuda" and torch.cuda.is_available()
+            or device == "mps" and torch.backends.mps.is_available()):
         pytest.skip(f"this machine has {device}")
-    code = run("train.py", *TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}", f"--device={device}")
+    code = run("train.py", *TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}",
+               f"--device={device}")
     assert_one_sentence(code, f"device '{device}' was asked for", "--device=cpu")
     assert not (tmp_path / "out").exists()
 
 
 def offline_transformers():
     """A stand-in for the transformers package on a machine without internet: GPT2LMHeadModel.from_pretrained
-    raises the OSError transformers 5 raises there (a test that imported the real package would take seconds)."""
+    raises the OSError transformers 5 raises there (a test that imported the real package would take
+    seconds)."""
     def from_pretrained(name):
-        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them "
-                      "in the cached files.\nCheck your internet connection or see how to run the library in "
-                      "offline mode at 'https://huggingface.co/docs/transformers/installation#offline-mode'.")
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find "
+                      "them in the cached files.\nCheck your internet connection or see how to run the "
+                      "library in offline mode at "
+                      "'https://huggingface.co/docs/transformers/installation#offline-mode'.")
     return types.SimpleNamespace(GPT2LMHeadModel=types.SimpleNamespace(from_pretrained=from_pretrained))
 
 
@@ -187,7 +199,8 @@ def make_ids_too_large(folder):
     (lambda d: (d / "meta.json").write_text('{"vocab_size": 28, "tok'),
      ["meta.json cannot be read (JSONDecodeError)", "prepare the data set again"]),
     (lambda d: (d / "meta.json").write_text('{"chars": []}'), ["meta.json lacks a valid vocab_size"]),
-    (make_ids_too_large, ["train.bin in", "holds token id 40", "vocabulary of 28", "prepare the data set again"]),
+    (make_ids_too_large,
+     ["train.bin in", "holds token id 40", "vocabulary of 28", "prepare the data set again"]),
 ], ids=["empty", "missing", "odd_size", "too_short", "corrupt_meta", "meta_without_vocab", "ids_past_vocab"])
 def test_broken_data_folder(data_dir, tmp_path, damage, words):
     data = shutil.copytree(data_dir, tmp_path / "data")
@@ -213,7 +226,8 @@ def test_resume_on_a_data_set_prepared_again_refuses(trained, tmp_path, how):
     run_dir, data = own_copy(trained, tmp_path)
     chars = json.loads((data / "meta.json").read_text())["chars"]
     words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jovial kings".split()
-    text = "ZYXWVUTSRQ ponmlk\n" * 400 if how == "other_vocabulary" else "\n".join([" ".join(words[::-1])] * 200)
+    text = ("ZYXWVUTSRQ ponmlk\n" * 400 if how == "other_vocabulary"
+            else "\n".join([" ".join(words[::-1])] * 200))
     meta = prepare_text(text, data, block_size=32)
     assert (meta["chars"] == chars) == (how == "same_vocabulary_other_text")
     before = files(run_dir)
@@ -261,7 +275,8 @@ def test_resume_with_no_steps_left_says_so(trained, tmp_path, capsys, max_iters)
 def test_sample_settings_are_checked_up_front(trained, tmp_path, args, words):
     binary = tmp_path / "prompt.bin"
     binary.write_bytes(bytes(range(256)))
-    code = run("sample.py", f"--out_dir={trained[0]}", "--device=cpu", *[a.format(binary=binary) for a in args])
+    code = run("sample.py", f"--out_dir={trained[0]}", "--device=cpu",
+               *[a.format(binary=binary) for a in args])
     assert_one_sentence(code, *words)
 
 

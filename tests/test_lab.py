@@ -1,12 +1,13 @@
-"""Tests for docs/lab.md: its commands, read from the file itself, run in a copy of the repository, shrunk to a
-few steps of a tiny model on a tiny data set, so the lab cannot fall out of step with the code.
+"""Tests for docs/lab.md: its commands, read from the file itself, run in a copy of the repository, shrunk to
+a few steps of a tiny model on a tiny data set, so the lab cannot fall out of step with the code.
 
     python -m pytest tests/test_lab.py -q        (about 30 s)
 
-What is shrunk: every train.py and measure.py command gets a 2-layer, 32-wide model, the test data set (made by
-conftest.py, nothing is downloaded) and a few steps or windows; the python blocks of the lab are added to the
-copy's dispersion.py and VARIANTS as the lab tells a student to; a command marked `# fails: TEXT` must fail and
-say TEXT. Every output file the lab names (`out/...`) must exist afterwards, and every figure it links.
+What is shrunk: every train.py and measure.py command gets a 2-layer, 32-wide model, the test data set (made
+by conftest.py, nothing is downloaded) and a few steps or windows; the python blocks of the lab are added to
+the copy's dispersion.py and VARIANTS as the lab tells a student to; a command marked `# fails: TEXT` must
+fail and say TEXT. Every output file the lab names (`out/...`) must exist afterwards, and every figure it
+links.
 """
 import os
 import re
@@ -39,7 +40,8 @@ def lab_commands(text):
         for line in block.splitlines():
             command, _, comment = line.partition("#")
             if command.strip():
-                failure = comment.strip()[len("fails:"):].strip() if comment.strip().startswith("fails:") else None
+                failure = (comment.strip()[len("fails:"):].strip() if comment.strip().startswith("fails:")
+                           else None)
                 commands.append((command.strip(), failure))
     return commands
 

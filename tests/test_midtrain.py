@@ -1,5 +1,6 @@
-"""Tests of the paper's mid-training experiment: its recipe (config/midtrain_gpt2_*.py, studies/midtrain_gpt2.py)
-and its corpus (data/wikitext/prepare.py, run offline on a small fake of WikiText-103).
+"""Tests of the paper's mid-training experiment: its recipe (config/midtrain_gpt2_*.py,
+studies/midtrain_gpt2.py) and its corpus (data/wikitext/prepare.py, run offline on a small fake of
+WikiText-103).
 
     python -m pytest tests/test_midtrain.py -q
 """
@@ -48,7 +49,8 @@ def fake_datasets(monkeypatch):
 def test_wikitext_articles_tokens_and_splits(fake_datasets, tmp_path):
     wikitext.main([f"--out_dir={tmp_path}", "--threads=2"])
     assert fake_datasets == [("Salesforce/wikitext", "wikitext-103-raw-v1", "train"),
-                             ("Salesforce/wikitext", "wikitext-103-raw-v1", "validation")]  # never the test split
+                             # never the test split
+                             ("Salesforce/wikitext", "wikitext-103-raw-v1", "validation")]
     meta = json.loads((tmp_path / "meta.json").read_text())
     enc = gpt2_encoding()
     for split, ours, n in (("train", "train", 40), ("validation", "val", 30)):
@@ -87,20 +89,25 @@ def test_recipe_is_the_papers(monkeypatch):
     assert tokens_per_step == 131_072 and base["block_size"] == 1024
     assert abs(base["max_iters"] * tokens_per_step - 200e6) < tokens_per_step  # 200M tokens, to a step
     assert abs(base["warmup_iters"] - 0.2 * base["max_iters"]) <= 1 and base["lr_decay_iters"] == 0
-    assert (base["learning_rate"], base["min_lr"], base["weight_decay"], base["grad_clip"]) == (5e-5, 5e-6, 0.1, 1.0)
-    assert (base["beta1"], base["beta2"], base["init_from"], base["dataset"]) == (0.9, 0.95, "gpt2", "wikitext")
+    assert ((base["learning_rate"], base["min_lr"], base["weight_decay"], base["grad_clip"])
+            == (5e-5, 5e-6, 0.1, 1.0))
+    assert ((base["beta1"], base["beta2"], base["init_from"], base["dataset"])
+            == (0.9, 0.95, "gpt2", "wikitext"))
     assert base["dispersion_weight"] == 0 and base["always_save_checkpoint"]
     changed = {k for k in base if base[k] != disp[k]}
-    assert changed == {"out_dir", "dispersion_weight"}  # angular, all layers, tau 1, 256 tokens are the defaults
+    # angular, all layers, tau 1, 256 tokens are the defaults
+    assert changed == {"out_dir", "dispersion_weight"}
     assert (disp["dispersion_weight"], disp["dispersion_variant"]) == (0.1, "angular")
     assert disp["dispersion_layers"] == "all"
-    # the cost the config states comes from model.flops_per_token for GPT-2 124M (no weights needed: meta tensors)
+    # the cost the config states comes from model.flops_per_token for GPT-2 124M (no weights needed: meta
+    # tensors)
     with torch.device("meta"):
         gpt2 = GPT(GPTConfig(vocab_size=50257, block_size=1024, bias=True))
     flops = gpt2.flops_per_token(1024)
     text = open("config/midtrain_gpt2_base.py").read()
     total = flops * base["max_iters"] * tokens_per_step
-    assert f"{flops:.2e}".replace("e+0", "e") in text and f"{total:.2e}".replace("e+", "e") in text  # 8.55e8, 1.71e17
+    # 8.55e8, 1.71e17
+    assert f"{flops:.2e}".replace("e+0", "e") in text and f"{total:.2e}".replace("e+", "e") in text
     assert f"{total / (989e12 * 0.4) / 60:.1f} minutes" in text  # at the stated 40% MFU of an H100's peak
 
     s = study.load_study("studies/midtrain_gpt2.py")
@@ -108,5 +115,6 @@ def test_recipe_is_the_papers(monkeypatch):
     assert s["evaluate"] == {"tasks": "paper"} and s["measure"]["num_sequences"] == 100
     for run in s["runs"].values():
         assert set(run) <= set(defaults())
-    assert configure(defaults(), ["config/midtrain_gpt2_base.py", *study.setting_args(s["runs"]["dispersion"])]) == {
+    assert configure(defaults(),
+                     ["config/midtrain_gpt2_base.py", *study.setting_args(s["runs"]["dispersion"])]) == {
         **disp, "out_dir": base["out_dir"]}  # the study's dispersion run is config/midtrain_gpt2_disp.py

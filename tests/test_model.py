@@ -1,4 +1,5 @@
-"""Tests for model.py: shapes, causality, equivalence with Hugging Face GPT-2, training, sampling, checkpoints.
+"""Tests for model.py: shapes, causality, equivalence with Hugging Face GPT-2, training, sampling,
+checkpoints.
 
     python -m pytest tests/test_model.py -q
 

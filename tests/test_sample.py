@@ -32,8 +32,8 @@ def run_dir(tmp_path_factory):
 
 
 def sample(*args):
-    return subprocess.run([sys.executable, "sample.py", *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    return subprocess.run([sys.executable, "sample.py", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
 
 
 def samples(stdout):
@@ -52,8 +52,9 @@ def test_samples_decode_only_real_tokens(run_dir):
 
 def test_top_k_one_is_greedy_and_a_prompt_file_works(run_dir, tmp_path):
     (tmp_path / "prompt.txt").write_text("hag")
-    runs = [sample(f"--out_dir={run_dir / 'run'}", f"--start=FILE:{tmp_path / 'prompt.txt'}", "--num_samples=2",
-                   "--max_new_tokens=10", "--top_k=1", f"--seed={seed}") for seed in (1, 2)]
+    runs = [sample(f"--out_dir={run_dir / 'run'}", f"--start=FILE:{tmp_path / 'prompt.txt'}",
+                   "--num_samples=2", "--max_new_tokens=10", "--top_k=1",
+                   f"--seed={seed}") for seed in (1, 2)]
     assert all(p.returncode == 0 for p in runs), runs[0].stderr
     texts = samples(runs[0].stdout) + samples(runs[1].stdout)
     assert len(set(texts)) == 1 and texts[0].startswith("hag")  # the same greedy text, whatever the seed
@@ -62,7 +63,8 @@ def test_top_k_one_is_greedy_and_a_prompt_file_works(run_dir, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--start=xyz"], "character 'x' is not in the vocabulary"),
     (["--start=FILE:/no/such/file.txt"], "cannot read the prompt file"),
-    (["--dtype=fp16"], "dtype='fp16' is not allowed: it must be '' (automatic), float32, bfloat16 or float16"),
+    (["--dtype=fp16"],
+     "dtype='fp16' is not allowed: it must be '' (automatic), float32, bfloat16 or float16"),
     (["--init_from=bert"], "init_from='bert' is not allowed: it must be resume or one of gpt2"),
 ])
 def test_bad_input_is_one_sentence(run_dir, args, message):

@@ -42,8 +42,8 @@ measure = {{"num_sequences": 4}}
 
 
 def run_study(path, results, *extra):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "study.py"), str(path), f"--results={results}", *extra],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, os.path.join(ROOT, "study.py"), str(path), f"--results={results}",
+                           *extra], capture_output=True, text=True, timeout=600)
 
 
 def read_jsonl(path):
@@ -81,7 +81,8 @@ def test_study_runs_skips_resumes_and_survives_a_failure(tmp_path):
         s = table[name]["summary"]
         assert s["final_val_loss"]["mean"] == pytest.approx(evals[-1]["val_loss"]) and evals[-1]["iter"] == 4
         assert s["best_val_loss"]["mean"] == pytest.approx(min(r["val_loss"] for r in evals))
-        assert s["late_cos"]["mean"] == pytest.approx(cond["mean_cos"][2])  # n_layer 2: the late half is entry 2
+        # n_layer 2: the late half is entry 2
+        assert s["late_cos"]["mean"] == pytest.approx(cond["mean_cos"][2])
         assert s["spearman"]["mean"] == pytest.approx(cond["spearman"])
         for k, v in s.items():
             assert v["n"] == 1 and v["std"] is None and math.isfinite(v["mean"]) and v["min"] == v["max"], k
@@ -120,7 +121,8 @@ def test_measure_commands_name_the_run_and_its_initial_model(tmp_path, monkeypat
     train_args, jobs = study.commands(s, "b", 7, "/r/b-s7", ["--device=cpu", "--max_iters=9"])
     defaults = {**train_settings(), **MEASURE_SETTINGS}
     run = configure(train_settings(), train_args)
-    assert (run["n_embd"], run["max_iters"], run["seed"], run["out_dir"], run["dispersion_weight"]) == (16, 9, 7, "/r/b-s7", 0.1)
+    assert ((run["n_embd"], run["max_iters"], run["seed"], run["out_dir"], run["dispersion_weight"])
+            == (16, 9, 7, "/r/b-s7", 0.1))
     assert list(jobs) == ["condensation.json", "condensation_init.json", "history.png"]
     assert configure(defaults, jobs["history.png"])["history"] == "/r/b-s7"
     final, init = (configure(defaults, jobs[f]) for f in ("condensation.json", "condensation_init.json"))
@@ -147,7 +149,8 @@ def test_spread_and_study_file_errors(tmp_path, monkeypatch):
         study.load_study(str(bad))
     monkeypatch.chdir(ROOT)  # as study.py does: study files name their paths from the repo root
     for name in sorted(os.listdir("studies")):
-        if name.startswith(("cpu_", "gpu_")):  # every shipped study reads, and names only real train.py settings
+        # every shipped study reads, and names only real train.py settings
+        if name.startswith(("cpu_", "gpu_")):
             s = study.load_study(os.path.join("studies", name))
             for run in s["runs"].values():
                 assert set({**s["shared"], **run}) <= set(train_settings()), name
@@ -170,12 +173,14 @@ def test_corpus_tokens_separators_splits_and_meta(tmp_path):
     expected_train = sum(([50256] + enc.encode_ordinary(d) for d in DOCS[2:]), [])[:100]
     assert val.tolist() == expected_val and len(train) == 100 and train.tolist() == expected_train
     assert (val == 50256).sum() == 2 and val[0] == 50256  # one separator before each document
-    starts = np.cumsum([0] + [1 + len(enc.encode_ordinary(d)) for d in DOCS[2:]])  # where each train document begins
+    # where each train document begins
+    starts = np.cumsum([0] + [1 + len(enc.encode_ordinary(d)) for d in DOCS[2:]])
     assert (train == 50256).sum() == (starts < 100).sum() >= 3  # one per document: the quoted one stayed text
-    assert meta == {"vocab_size": 50257, "tokenizer": "gpt2", "train_tokens": 100, "val_tokens": len(expected_val),
-                    "val_docs": 2}
+    assert meta == {"vocab_size": 50257, "tokenizer": "gpt2", "train_tokens": 100,
+                    "val_tokens": len(expected_val), "val_docs": 2}
     assert json.loads((tmp_path / "fw" / "meta.json").read_text()) == meta
-    assert sorted(os.listdir(tmp_path / "fw")) == ["meta.json", "train.bin", "val.bin"]  # no temporary files left
+    # no temporary files left
+    assert sorted(os.listdir(tmp_path / "fw")) == ["meta.json", "train.bin", "val.bin"]
     _, decode = load_tokenizer(tmp_path / "fw")  # what train.py and sample.py read
     assert decode(val) == "<|endoftext|>" + "<|endoftext|>".join(DOCS[:2])
     starts = np.flatnonzero(train == 50256)
@@ -185,15 +190,18 @@ def test_corpus_tokens_separators_splits_and_meta(tmp_path):
 
 def test_corpus_workers_and_short_streams(tmp_path, capsys):
     one = fineweb.write_corpus(iter(DOCS), tmp_path / "one", tokens=10**6, val_docs=3, block_size=8)
-    two = fineweb.write_corpus(iter(DOCS), tmp_path / "two", tokens=10**6, val_docs=3, workers=2, block_size=8)
+    two = fineweb.write_corpus(iter(DOCS), tmp_path / "two", tokens=10**6, val_docs=3, workers=2,
+                               block_size=8)
     assert one == two
     for split in ("train", "val"):
-        assert (tmp_path / "one" / f"{split}.bin").read_bytes() == (tmp_path / "two" / f"{split}.bin").read_bytes()
+        assert ((tmp_path / "one" / f"{split}.bin").read_bytes()
+                == (tmp_path / "two" / f"{split}.bin").read_bytes())
     assert "documents ran out" in capsys.readouterr().out  # fewer tokens than asked: said, not hidden
     with pytest.raises(ValueError, match="the train split has 0 tokens"):
         fineweb.write_corpus(iter(DOCS[:2]), tmp_path / "one", tokens=100, val_docs=2, block_size=8)
     assert not (tmp_path / "one" / "meta.json").exists()  # the folder no longer counts as prepared
-    assert sorted(os.listdir(tmp_path / "one")) == ["train.bin", "val.bin"]  # the old files, no temporary ones
+    # the old files, no temporary ones
+    assert sorted(os.listdir(tmp_path / "one")) == ["train.bin", "val.bin"]
 
 
 def test_token_counts_and_missing_datasets(monkeypatch):

@@ -33,14 +33,15 @@ def log(record, step=None):
 
 
 def train(tmp_path, data_dir, name, *args, fake="def init(**k): pass\ndef log(*a, **k): pass\n"):
-    """train.py with a `wandb` module of source `fake` first on the path; (result, out_dir, the fake's records)."""
+    """train.py with a `wandb` module of source `fake` first on the path; (result, out_dir, the fake's
+    records)."""
     fake_dir, log = tmp_path / f"fake_{name}", tmp_path / f"{name}.jsonl"
     fake_dir.mkdir()
     (fake_dir / "wandb.py").write_text(fake)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(fake_dir), "FAKE_WANDB_LOG": str(log)}
     out = tmp_path / name
-    result = subprocess.run([sys.executable, "train.py", *TINY, f"--data_dir={data_dir}", f"--out_dir={out}", *args],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "train.py", *TINY, f"--data_dir={data_dir}", f"--out_dir={out}",
+                             *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return result, out, records
 
@@ -55,7 +56,8 @@ def test_wandb_logs_the_records_of_metrics_jsonl(data_dir, tmp_path):
     assert (init["project"], init["name"]) == ("cond", "on")  # the name defaults to out_dir's folder
     assert init["config"] == json.loads((out / "config.json").read_text())  # every setting, as config.json
     logged = [r for r in records if "log" in r]
-    assert [r["log"] for r in logged] == metrics and len(metrics) == 7  # 4 steps and 3 evaluations, same fields
+    # 4 steps and 3 evaluations, same fields
+    assert [r["log"] for r in logged] == metrics and len(metrics) == 7
     assert [r["step"] for r in logged] == [m["iter"] for m in metrics]
     assert any("val_loss" in m and "spearman" in m for m in metrics)  # the evaluation records too
 

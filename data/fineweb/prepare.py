@@ -27,7 +27,8 @@ EOT = 50256  # <|endoftext|> in GPT-2's vocabulary
 def encode_document(text):
     """[EOT] + the document's GPT-2 tokens as uint16. encode_ordinary: a literal '<|endoftext|>' in a web
     page stays text, so the only EOT tokens are our separators."""
-    return np.array([EOT] + gpt2_encoding().encode_ordinary(text), dtype=np.uint16)  # ids < 50257 fit in uint16
+    # ids < 50257 fit in uint16
+    return np.array([EOT] + gpt2_encoding().encode_ordinary(text), dtype=np.uint16)
 
 
 def batches(items, size):
@@ -57,7 +58,8 @@ def write_corpus(documents, out_dir, tokens, val_docs, workers=1, block_size=102
     pool = multiprocessing.Pool(workers) if workers > 1 else None
     try:
         # in bounded batches: Pool.imap would read the whole (endless) stream ahead of the workers
-        encoded = (ids for batch in batches(documents, 256 * workers) for ids in pool.map(encode_document, batch, 16)) \
+        encoded = (ids for batch in batches(documents, 256 * workers)
+                   for ids in pool.map(encode_document, batch, 16)) \
             if pool else map(encode_document, documents)
         with open(tmp["val"], "wb") as val, open(tmp["train"], "wb") as train:
             for k, ids in enumerate(encoded):
@@ -82,9 +84,10 @@ def write_corpus(documents, out_dir, tokens, val_docs, workers=1, block_size=102
         for path in tmp.values():
             path.unlink(missing_ok=True)  # only left if something failed
     if counts["train"] < tokens:
-        print(f"note: the documents ran out at {counts['train']:,} train tokens, short of the {tokens:,} asked for")
-    meta = {"vocab_size": 50257, "tokenizer": "gpt2", "train_tokens": counts["train"], "val_tokens": counts["val"],
-            "val_docs": val_docs}
+        print(f"note: the documents ran out at {counts['train']:,} train tokens, short of the {tokens:,} "
+              "asked for")
+    meta = {"vocab_size": 50257, "tokenizer": "gpt2", "train_tokens": counts["train"],
+            "val_tokens": counts["val"], "val_docs": val_docs}
     write_atomic(out_dir / "meta.json", json.dumps(meta, indent=1).encode())
     print(f"{out_dir}: {meta['train_tokens']:,} train, {meta['val_tokens']:,} val tokens")
     return meta
@@ -96,7 +99,8 @@ def parse_count(text):
     try:
         return int(float(text[:-1] if scale > 1 else text) * scale)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a token count; write it like 100M, 1B or 5e8") from None
+        raise argparse.ArgumentTypeError(f"'{text}' is not a token count; write it like 100M, 1B or "
+                                         "5e8") from None
 
 
 def fineweb_documents(name):
@@ -110,11 +114,14 @@ def fineweb_documents(name):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Prepare a FineWeb-Edu sample as data/fineweb/ for train.py.")
-    parser.add_argument("--tokens", type=parse_count, default=parse_count("100M"), help="train tokens, e.g. 1B")
+    parser = argparse.ArgumentParser(
+        description="Prepare a FineWeb-Edu sample as data/fineweb/ for train.py.")
+    parser.add_argument("--tokens", type=parse_count, default=parse_count("100M"),
+                        help="train tokens, e.g. 1B")
     parser.add_argument("--val_docs", type=int, default=1000, help="documents in val.bin (about 1M tokens)")
     parser.add_argument("--name", default="sample-10BT", help="FineWeb-Edu subset on the Hub")
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2), help="tokenising processes")
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                        help="tokenising processes")
     parser.add_argument("--out_dir", default=str(Path(__file__).resolve().parent), help="where the files go")
     args = parser.parse_args(argv)
     if args.tokens < 1 or args.val_docs < 1:

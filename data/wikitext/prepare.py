@@ -6,8 +6,8 @@ next to this file, the layout train.py reads with --dataset=wikitext (see readme
     python data/wikitext/prepare.py                 # tokenises on every core
     python data/wikitext/prepare.py --threads=4
 
-train.bin is WikiText-103's train split and val.bin its validation split. The test split is left out: it is the
-text on which lm-evaluation-harness's `wikitext` task measures perplexity. Every article is preceded by
+train.bin is WikiText-103's train split and val.bin its validation split. The test split is left out: it is
+the text on which lm-evaluation-harness's `wikitext` task measures perplexity. Every article is preceded by
 <|endoftext|> (id 50256).
 """
 import argparse
@@ -29,8 +29,9 @@ HEADING = re.compile(r"^ = [^=].* = \n?$")  # " = Title = " starts an article; "
 
 
 def load_wikitext(name):
-    """{split: the split's rows of text}, from the Hub through `datasets` (cached under HF_HOME after the first
-    time). Each row is one line of an article: a heading, a paragraph ending in a newline, or an empty string."""
+    """{split: the split's rows of text}, from the Hub through `datasets` (cached under HF_HOME after the
+    first time). Each row is one line of an article: a heading, a paragraph ending in a newline, or an empty
+    string."""
     try:
         from datasets import load_dataset
     except ImportError:
@@ -39,8 +40,8 @@ def load_wikitext(name):
 
 
 def articles(lines):
-    """The split's lines joined into articles, each from its top-level heading to the line before the next one;
-    the text is kept exactly as the data set has it (WikiText's spacing, such as ' @-@ ', included)."""
+    """The split's lines joined into articles, each from its top-level heading to the line before the next
+    one; the text is kept exactly as the data set has it (WikiText's spacing, such as ' @-@ ', included)."""
     article = []
     for line in lines:
         if HEADING.match(line) and any(l.strip() for l in article):
@@ -52,7 +53,8 @@ def articles(lines):
 
 
 def write_split(docs, path, threads, batch=512):
-    """Tokenise docs (a list of strings) into path as uint16, <|endoftext|> before each; return the token count."""
+    """Tokenise docs (a list of strings) into path as uint16, <|endoftext|> before each; return the token
+    count."""
     enc, count = gpt2_encoding(), 0
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
@@ -90,15 +92,16 @@ def prepare(out_dir, name="wikitext-103-raw-v1", threads=8, block_size=1024):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Prepare WikiText-103 as data/wikitext/ for train.py.")
-    parser.add_argument("--name", default="wikitext-103-raw-v1", help="the data set's configuration on the Hub")
+    parser.add_argument("--name", default="wikitext-103-raw-v1",
+                        help="the data set's configuration on the Hub")
     parser.add_argument("--threads", type=int, default=max(1, os.cpu_count() or 1), help="tokenising threads")
     parser.add_argument("--out_dir", default=str(Path(__file__).resolve().parent), help="where the files go")
     args = parser.parse_args(argv)
     try:
         prepare(args.out_dir, args.name, max(1, args.threads))
     except ConnectionError as e:  # datasets: no network and no cached copy
-        sys.exit(f"error: cannot download WikiText ({e}); connect to the internet once (it is then cached under "
-                 "HF_HOME) and run this again.")
+        sys.exit(f"error: cannot download WikiText ({e}); connect to the internet once (it is then cached "
+                 "under HF_HOME) and run this again.")
     except (ValueError, OSError) as e:
         sys.exit(f"error: {e}")
 
