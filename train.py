@@ -14,6 +14,7 @@ Settings: every name in settings.py, with its default and meaning; a config file
 checkpoints, metrics.jsonl) is in train_utils.py.
 """
 
+import atexit
 import json
 import math
 import os
@@ -46,8 +47,21 @@ except ValueError as e:  # ConfigError is one
 
 # processes, device and precision
 ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
+def exit_before_interpreter_shutdown():
+    """End a DDP process as soon as its script is over, before Python shuts the interpreter down (registered with
+    atexit right after init_process_group, so it runs however the script ends). Gloo's worker threads outlive
+    destroy_process_group, and one may still be letting go of the last collective's tensors, which takes the
+    GIL; Python ends a thread that asks for the GIL during shutdown in the middle of a C++ destructor, and the
+    process aborts ("terminate called without an active exception"). A process that has called
+    destroy_process_group is done and exits 0; any other stopped on an error, reported already, and exits 1."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if torch.distributed.is_initialized() else 0)
+
+
 if ddp:
     init_process_group(backend=backend or ("nccl" if device_type == "cuda" else "gloo"))
+    atexit.register(exit_before_interpreter_shutdown)
     rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
     if device_type == "cuda":
         device = f"cuda:{local_rank}"

@@ -138,6 +138,10 @@ def stop_if_nonfinite(bad, *, ddp, device, master, iter_num, out_dir):
     if ddp:
         torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
     if bad.item():
-        sys.exit(f"error: the loss became non-finite by iteration {iter_num}; the last good checkpoint in "
-                 f"{out_dir} is untouched. Lower learning_rate, or use dtype=float32 or bfloat16."
-                 if master else 1)
+        if master:
+            print(f"error: the loss became non-finite by iteration {iter_num}; the last good checkpoint in "
+                  f"{out_dir} is untouched. Lower learning_rate, or use dtype=float32 or bfloat16.",
+                  file=sys.stderr, flush=True)
+        if ddp:  # none ends before rank 0 has said why: torchrun stops the rest as soon as one has ended
+            torch.distributed.barrier()
+        sys.exit(1)

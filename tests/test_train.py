@@ -232,6 +232,21 @@ def test_two_processes_match_one(data_dir, tmp_path):
     assert len(rng) == 2 and not torch.equal(rng[0], rng[1])  # each process's own dropout stream is kept
 
 
+def test_two_processes_stop_together_on_an_error(data_dir, tmp_path):
+    """An error under DDP (here the non-finite stop, which every process reaches at the same step) ends both
+    processes with one error line from rank 0, printed before either ends: no abort at exit, no traceback,
+    no hang."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
+               *TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'two'}",
+               "--gradient_accumulation_steps=2", "--learning_rate=1e6", "--min_lr=1e6", "--max_iters=40"]
+    result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "non-finite by iteration" in errors[0], result.stderr[-3000:]
+    assert "[rank" not in result.stderr  # no process printed a traceback
+    assert "terminate called" not in result.stderr and "SIGABRT" not in result.stderr  # nor aborted at exit
+
+
 def test_tiny_base_config_runs(data_dir, tmp_path):
     out_dir = tmp_path / "tiny_base"
     out_dir.mkdir()  # as if an earlier run had died before its first checkpoint: its lines must not stay
