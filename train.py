@@ -32,8 +32,8 @@ from data.common import data_fingerprint, read_meta
 from dispersion import dispersion_loss, select_layers
 from model import GPT, GPTConfig, config_from_settings, load_checkpoint, peak_flops, pick_device
 from settings import *  # every setting, with its default and meaning: out_dir, batch_size, n_layer, ...
-from train_utils import (append_metrics, check_token_files, claim_out_dir, peak_memory_mb, restore_rng, rng_states,
-                         start_metrics, stop_if_nonfinite, write_checkpoint)
+from train_utils import (append_metrics, check_token_files, claim_out_dir, exit_before_interpreter_shutdown,
+                         peak_memory_mb, restore_rng, rng_states, start_metrics, stop_if_nonfinite, write_checkpoint)
 
 # config files and --key=value overrides replace the defaults imported above (configurator.py); then every
 # value is checked against its range (settings.RULES), so a mistake stops here, before anything is read or written
@@ -47,21 +47,9 @@ except ValueError as e:  # ConfigError is one
 
 # processes, device and precision
 ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
-def exit_before_interpreter_shutdown():
-    """End a DDP process as soon as its script is over, before Python shuts the interpreter down (registered with
-    atexit right after init_process_group, so it runs however the script ends). Gloo's worker threads outlive
-    destroy_process_group, and one may still be letting go of the last collective's tensors, which takes the
-    GIL; Python ends a thread that asks for the GIL during shutdown in the middle of a C++ destructor, and the
-    process aborts ("terminate called without an active exception"). A process that has called
-    destroy_process_group is done and exits 0; any other stopped on an error, reported already, and exits 1."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1 if torch.distributed.is_initialized() else 0)
-
-
 if ddp:
     init_process_group(backend=backend or ("nccl" if device_type == "cuda" else "gloo"))
-    atexit.register(exit_before_interpreter_shutdown)
+    atexit.register(exit_before_interpreter_shutdown)  # see train_utils.py: avoids an abort at exit
     rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
     if device_type == "cuda":
         device = f"cuda:{local_rank}"

@@ -1,8 +1,8 @@
 """
 The plumbing of train.py, kept out of the training loop's way: the check of the token files, one run per
 out_dir, checkpoints that survive a crash and resume exactly, metrics.jsonl, peak memory and the stop on a
-non-finite loss. Nothing here changes what is trained; a reader of train.py can take each function at its
-name.
+non-finite loss, and a clean end of DDP processes. Nothing here changes what is trained; a reader of train.py
+can take each function at its name.
 """
 
 import json
@@ -145,3 +145,15 @@ def stop_if_nonfinite(bad, *, ddp, device, master, iter_num, out_dir):
         if ddp:  # none ends before rank 0 has said why: torchrun stops the rest as soon as one has ended
             torch.distributed.barrier()
         sys.exit(1)
+
+
+def exit_before_interpreter_shutdown():
+    """End a DDP process as soon as its script is over, before Python shuts the interpreter down (registered with
+    atexit right after init_process_group, so it runs however the script ends). Gloo's worker threads outlive
+    destroy_process_group, and one may still be letting go of the last collective's tensors, which takes the
+    GIL; Python ends a thread that asks for the GIL during shutdown in the middle of a C++ destructor, and the
+    process aborts ("terminate called without an active exception"). A process that has called
+    destroy_process_group is done and exits 0; any other stopped on an error, reported already, and exits 1."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1 if torch.distributed.is_initialized() else 0)
