@@ -3,8 +3,7 @@ Run a study: a few settings x a few seeds of train.py, each final checkpoint mea
 summarised in one table (mean and spread over seeds) and a few figures.
 
     python study.py studies/cpu_method.py                  # writes results/cpu_method/
-    python study.py studies/gpu_method.py --device=cuda    # any --key=value goes to every run
-                                                           # (train.py setting)
+    python study.py studies/gpu_method.py --device=cuda    # any train.py --key=value goes to every run
     python study.py studies/gpu_fineweb.py --nproc=8       # each run on 8 GPUs (torchrun)
     python study.py studies/cpu_method.py --results=/tmp/r # the study's folder under /tmp/r
                                                            # instead of results/
@@ -100,8 +99,7 @@ def check_runs(study, path, extra):
 
 
 def setting_args(settings):
-    """--key=value arguments as configurator.py reads them: text as it is, anything else as a Python
-    literal."""
+    """--key=value arguments as configurator.py reads them: text as is, anything else as a Python literal."""
     return [f"--{k}={v}" if isinstance(v, str) else f"--{k}={v!r}" for k, v in settings.items()]
 
 

@@ -9,9 +9,7 @@ Several GPUs or processes (DDP):
 Across nodes, on every node (node_rank 0 and 1 here):
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=HOST --master_port=29500 train.py ...
 
-Settings: every name in settings.py, with its default and meaning; a config file (plain Python) and then
---key=value overrides change them, left to right (configurator.py). The plumbing (the out_dir lock, atomic
-checkpoints, metrics.jsonl) is in train_utils.py.
+Settings: the defaults in settings.py, then a config file, then --key=value overrides (configurator.py).
 """
 
 import atexit
@@ -33,10 +31,11 @@ from dispersion import dispersion_loss, select_layers
 from model import GPT, GPTConfig, config_from_settings, load_checkpoint, peak_flops, pick_device
 from settings import *  # every setting, with its default and meaning: out_dir, batch_size, n_layer, ...
 from train_utils import (append_metrics, check_token_files, claim_out_dir, exit_before_interpreter_shutdown,
-                         peak_memory_mb, restore_rng, rng_states, start_metrics, stop_if_nonfinite, write_checkpoint)
+                         peak_memory_mb, restore_rng, rng_states, start_metrics, stop_if_nonfinite,
+                         write_checkpoint)
 
-# config files and --key=value overrides replace the defaults imported above (configurator.py); then every
-# value is checked against its range (settings.RULES), so a mistake stops here, before anything is read or written
+# config files and --key=value overrides, each value checked against settings.RULES: a mistake stops here
+
 try:
     config = configure(defaults(), sys.argv[1:])
     check_config(config)
@@ -50,7 +49,8 @@ ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
 if ddp:
     init_process_group(backend=backend or ("nccl" if device_type == "cuda" else "gloo"))
     atexit.register(exit_before_interpreter_shutdown)  # see train_utils.py: avoids an abort at exit
-    rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    rank, local_rank, world_size = (int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]),
+                                    int(os.environ["WORLD_SIZE"]))
     if device_type == "cuda":
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
@@ -58,8 +58,8 @@ else:
     rank, local_rank, world_size = 0, 0, 1
 master = rank == 0  # the process that logs and writes checkpoints
 if gradient_accumulation_steps < 1 or gradient_accumulation_steps % world_size != 0:
-    sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} must be a positive multiple of "
-             f"the {world_size} process(es); set it to a multiple of {world_size}.")
+    sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} must be a positive "
+             f"multiple of the {world_size} process(es); set it to a multiple of {world_size}.")
 local_accum = gradient_accumulation_steps // world_size  # micro-batches this process runs per step
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 if compile is None:
@@ -84,9 +84,11 @@ if not os.path.exists(os.path.join(data_dir, "meta.json")):  # written last: a f
             sys.exit(f"error: cannot prepare data set '{dataset}': {e}")
         if not prepared:
             script = os.path.join("data", dataset, "prepare.py")
-            how = (f"python {script}" if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), script))
+            how = (f"python {script}"
+                   if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), script))
                    else f"python data/prepare_text.py --name={dataset} YOUR_FILES.txt")
-            sys.exit(f"error: data set '{dataset}' is not prepared: run {how} (or pick dataset=shakespeare_char).")
+            sys.exit(f"error: data set '{dataset}' is not prepared: run {how} "
+                     "(or pick dataset=shakespeare_char).")
     if ddp:
         torch.distributed.barrier()
 try:
@@ -101,11 +103,12 @@ def load_batch(split, offsets):
     call, because a long-lived np.memmap keeps its pages and memory creeps up over a long run."""
     data = np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r")
     x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in offsets.tolist()])
-    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in offsets.tolist()])
-    if max(x.max().item(), y.max().item()) >= meta["vocab_size"]:  # on the CPU: cheap, and no device-side assert
-        sys.exit(f"error: {split}.bin in {data_dir} holds token id {max(x.max().item(), y.max().item())}, but its "
-                 f"meta.json has a vocabulary of {meta['vocab_size']}: the files come from different preparations; "
-                 "prepare the data set again.")
+    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64))
+                     for i in offsets.tolist()])
+    if max(x.max().item(), y.max().item()) >= meta["vocab_size"]:  # on the CPU: cheap, no device-side assert
+        sys.exit(f"error: {split}.bin in {data_dir} holds token id {max(x.max().item(), y.max().item())}, "
+                 f"but its meta.json has a vocabulary of {meta['vocab_size']}: the files come from different "
+                 "preparations; prepare the data set again.")
     if device_type == "cuda":  # pinned memory lets the copy overlap with the model's work
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
@@ -115,14 +118,11 @@ def split_length(split):
     return len(np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=np.uint16, mode="r"))
 
 
-# Every process draws the same offsets for the whole global batch and takes its own share of it, so the
-# global batch does not depend on how many processes there are (and a resume knows where it was).
+# every process draws the whole global batch and keeps its own share: the same batch for any process count
 batch_gen = torch.Generator().manual_seed(seed)
-# fixed evaluation batches: the same windows at every evaluation, in every run with this seed
-eval_gen = torch.Generator().manual_seed(seed + 1)
+eval_gen = torch.Generator().manual_seed(seed + 1)  # fixed evaluation windows: the same every time, per seed
 eval_offsets = {s: torch.randint(split_length(s) - block_size, (eval_iters, batch_size), generator=eval_gen)
                 for s in ("train", "val")}
-
 
 # model
 out_dir_lock = claim_out_dir(out_dir) if master else None  # held open until this process ends
@@ -137,26 +137,28 @@ if init_from == "scratch":
 elif init_from == "resume":
     ckpt = load_checkpoint(ckpt_path)  # on the CPU: RNG states must stay there; the model moves below
     # The settings must be the run's own (a resume without its config file would change the run); the shape
-    # then comes from the checkpoint, which after init_from=gpt2 is GPT-2's, and dropout and noise from the settings.
+    # then comes from the checkpoint (GPT-2's after init_from=gpt2), dropout and noise from the settings.
     saved = ckpt.get("config", {})
     for k in ("n_layer", "n_head", "n_embd", "mlp_dim", "bias", "block_size", "dataset", "data_dir"):
         if saved.get(k) != config[k]:
-            sys.exit(f"error: {ckpt_path} was trained with {k}={saved.get(k)}, but the settings say {config[k]}; "
-                     "resume with the run's own config or pick another --out_dir.")
-    # the same folder may hold other data by now (prepared again from other text): the ids would mean other tokens
-    saved_data, why = ckpt.get("data"), None  # no "data" in checkpoints from before it: the vocabulary check only
+            sys.exit(f"error: {ckpt_path} was trained with {k}={saved.get(k)}, but the settings say "
+                     f"{config[k]}; resume with the run's own config or pick another --out_dir.")
+    # the folder may hold other data by now (prepared again from other text): the ids would mean other tokens
+    saved_data, why = ckpt.get("data"), None  # older checkpoints lack "data": the vocabulary check only
     if saved_data is not None and saved_data != data_fingerprint(meta):
-        why = f"its meta.json has changed: vocabulary {saved_data['vocab_size']} then, {meta['vocab_size']} now"
+        why = (f"its meta.json has changed: vocabulary {saved_data['vocab_size']} then, "
+               f"{meta['vocab_size']} now")
     elif ckpt["model_args"]["vocab_size"] < meta["vocab_size"]:
-        why = f"its {meta['vocab_size']} tokens do not fit the checkpoint's {ckpt['model_args']['vocab_size']}"
+        why = (f"its {meta['vocab_size']} tokens do not fit the checkpoint's "
+               f"{ckpt['model_args']['vocab_size']}")
     if why:
-        sys.exit(f"error: the data set in {data_dir} is not the one {ckpt_path} was trained on ({why}); put the "
-                 "run's own data back, or start a new run in another --out_dir.")
+        sys.exit(f"error: the data set in {data_dir} is not the one {ckpt_path} was trained on ({why}); "
+                 "put the run's own data back, or start a new run in another --out_dir.")
     iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
     if iter_num >= max_iters:  # said, not silently skipped; nothing in out_dir has changed
         if master:
-            print(f"nothing to do: {ckpt_path} is at iteration {iter_num} and max_iters is {max_iters}; raise "
-                  "max_iters to train further.")
+            print(f"nothing to do: {ckpt_path} is at iteration {iter_num} and max_iters is {max_iters}; "
+                  "raise max_iters to train further.")
         if ddp:
             destroy_process_group()
         sys.exit(0)
@@ -166,13 +168,13 @@ elif init_from == "resume":
 elif init_from.startswith("gpt2"):
     pretrained = GPT.from_pretrained(init_from)
     if block_size > pretrained.config.block_size:
-        sys.exit(f"error: block_size={block_size} is longer than {init_from}'s {pretrained.config.block_size}; "
-                 f"set block_size to {pretrained.config.block_size} or less.")
+        sys.exit(f"error: block_size={block_size} is longer than {init_from}'s "
+                 f"{pretrained.config.block_size}; set block_size to {pretrained.config.block_size} or less.")
     for k in ("n_layer", "n_head", "n_embd", "mlp_dim", "vocab_size", "bias"):
         model_args[k] = getattr(pretrained.config, k)
     model = GPT(GPTConfig(**model_args))  # GPT-2's shape with our block_size, dropout and embed noise
     weights = pretrained.state_dict()
-    weights["transformer.wpe.weight"] = weights["transformer.wpe.weight"][:block_size]  # the first block_size positions
+    weights["transformer.wpe.weight"] = weights["transformer.wpe.weight"][:block_size]
     model.load_state_dict(weights)
     pretrained = weights = None  # free the memory
 model.to(device)
@@ -183,7 +185,7 @@ if dispersion_weight > 0:  # named layer sets follow the model's depth, which af
     except ValueError as e:  # only after gpt2: check_config has checked the layers against n_layer
         sys.exit(f"error: dispersion_layers={dispersion_layers!r}: {e}.")
 
-scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # fp16 needs loss scaling; bf16 does not
+scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # only fp16 needs loss scaling
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if ckpt is not None:
     # the saved moments, with this run's hyperparameters (load_state_dict would bring back the saved ones)
@@ -205,8 +207,7 @@ if compile:
     import torch._dynamo
     torch._dynamo.config.suppress_errors = True  # a model that fails to compile runs eagerly, with a warning
     model = torch.compile(model)
-    # the loss runs outside the model, so it is compiled on its own: its elementwise passes over the (L*B, m, m)
-    # matrices fuse into a few kernels (bench.py's "compiled" column)
+    # compiled on its own, as it runs outside the model: its passes fuse into a few kernels (bench.py)
     dispersion_fn = torch.compile(dispersion_loss)
 if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
@@ -270,8 +271,9 @@ def save_checkpoint(batch_state):
     states = rng_states(ddp, device_type, world_size)  # a collective: every process takes part
     if not master:
         return
-    ckpt = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss, "config": config,
+    ckpt = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(), "model_args": model_args, "iter_num": iter_num,
+            "best_val_loss": best_val_loss, "config": config,
             "data": data_fingerprint(meta),  # a resume refuses another data set under the same name
             "rng": {"torch": [cpu for cpu, _ in states], "batch": batch_state,
                     "cuda": [gpu for _, gpu in states] if device_type == "cuda" else None}}
@@ -297,8 +299,10 @@ if master:  # out_dir exists: claim_out_dir made it
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     print(json.dumps(config, indent=2))
-    print(f"{world_size} process(es), {local_accum} micro-batch(es) each, {tokens_per_iter:,} tokens per iteration")
-    print(f"model: {raw_model.num_params() / 1e6:.2f}M parameters; device {device}, {dtype}, compile={compile}")
+    print(f"{world_size} process(es), {local_accum} micro-batch(es) each, "
+          f"{tokens_per_iter:,} tokens per iteration")
+    print(f"model: {raw_model.num_params() / 1e6:.2f}M parameters; "
+          f"device {device}, {dtype}, compile={compile}")
     if disp_layers:
         print(f"dispersion: {dispersion_variant} x {dispersion_weight} on hidden states {disp_layers}")
 if master and wandb_log:  # optional: every record of metrics.jsonl goes to Weights & Biases as well
@@ -306,7 +310,8 @@ if master and wandb_log:  # optional: every record of metrics.jsonl goes to Weig
         import wandb
     except ImportError:
         sys.exit("error: wandb_log=True needs the wandb package: pip install wandb (or leave wandb_log off).")
-    wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(os.path.abspath(out_dir)), config=config)
+    wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(os.path.abspath(out_dir)),
+               config=config)
     write_metrics = append_metrics
 
     def append_metrics(path, record):  # the training loop's two calls now write the file and log the record
@@ -316,14 +321,13 @@ peak = peak_flops(torch.cuda.get_device_name()) if device_type == "cuda" else No
 if master and device_type == "cuda" and peak is None:
     print(f"MFU: {torch.cuda.get_device_name()} is not in model.PEAK_FLOPS, so no MFU is reported")
 
-# -----------------------------------------------------------------------------
-# the training loop
+# ---------------------------------- the training loop ----------------------------------
 nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked without a device sync in the step
 start_iter, last_log_iter, t0 = iter_num, iter_num, time.perf_counter()
 while True:
     batch_state = batch_gen.get_state()  # before this step's draw: a resume from here redraws the same batch
     evaluation_due = iter_num % eval_interval == 0 or iter_num == max_iters
-    if evaluation_due and not (init_from == "resume" and iter_num == start_iter):  # a resume starts past its eval
+    if evaluation_due and not (init_from == "resume" and iter_num == start_iter):  # a resume is past its eval
         t_eval = time.perf_counter()
         metrics = evaluate()
         # checked before tracking (an eigendecomposition of NaNs raises) and before any checkpoint; the fresh
@@ -333,7 +337,8 @@ while True:
         if track_sequences:
             metrics.update(condensation_summary(raw_model))
         if master:
-            print(f"iter {iter_num}: train loss {metrics['train_loss']:.4f}, val loss {metrics['val_loss']:.4f}"
+            print(f"iter {iter_num}: train loss {metrics['train_loss']:.4f}, "
+                  f"val loss {metrics['val_loss']:.4f}"
                   + (f", condensation spearman {metrics['spearman']:+.2f}" if "spearman" in metrics else ""))
             append_metrics(metrics_path, {"iter": iter_num, **metrics})
         if metrics["val_loss"] < best_val_loss or always_save_checkpoint:
@@ -369,7 +374,6 @@ while True:
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
-
     if iter_num % log_interval == 0:  # the only place the step waits for the device
         stop_if_nonfinite(nonfinite.item(), iter_num=iter_num, **stop_args)
         losses = torch.stack([ce_sum, disp_sum]).float() / local_accum  # this process's micro-batch mean
@@ -378,13 +382,16 @@ while True:
             losses /= world_size
         ce_val, disp_val = losses.tolist()
     if iter_num % log_interval == 0 and master:
-        ms = 1000 * (time.perf_counter() - t0) / (iter_num + 1 - last_log_iter)  # mean over the steps since the last
+        ms = 1000 * (time.perf_counter() - t0) / (iter_num + 1 - last_log_iter)  # mean since the last log
         total = ce_val + dispersion_weight * disp_val
-        mfu = raw_model.flops_per_token(block_size) * tokens_per_iter / world_size / (ms / 1000) / peak if peak else None
+        mfu = (raw_model.flops_per_token(block_size) * tokens_per_iter / world_size / (ms / 1000) / peak
+               if peak else None)
         print(f"iter {iter_num}: loss {total:.4f} (ce {ce_val:.4f}, disp {disp_val:.4f}), lr {lr:.2e}, "
-              f"{ms:.0f} ms/iter, {tokens_per_iter / (ms / 1000):,.0f} tok/s" + (f", MFU {100 * mfu:.1f}%" if mfu else ""))
-        append_metrics(metrics_path, {"iter": iter_num, "loss": total, "ce": ce_val, "dispersion": disp_val, "lr": lr, "ms": ms,
-             "tokens_per_s": tokens_per_iter / (ms / 1000), "mfu": mfu, "peak_mem_mb": peak_memory_mb(device_type, device)})
+              f"{ms:.0f} ms/iter, {tokens_per_iter / (ms / 1000):,.0f} tok/s"
+              + (f", MFU {100 * mfu:.1f}%" if mfu else ""))
+        append_metrics(metrics_path, {"iter": iter_num, "loss": total, "ce": ce_val, "dispersion": disp_val,
+                                      "lr": lr, "ms": ms, "tokens_per_s": tokens_per_iter / (ms / 1000),
+                                      "mfu": mfu, "peak_mem_mb": peak_memory_mb(device_type, device)})
         last_log_iter, t0 = iter_num + 1, time.perf_counter()
     iter_num += 1
 

@@ -148,12 +148,12 @@ def stop_if_nonfinite(bad, *, ddp, device, master, iter_num, out_dir):
 
 
 def exit_before_interpreter_shutdown():
-    """End a DDP process as soon as its script is over, before Python shuts the interpreter down (registered with
+    """End a DDP process as soon as its script is over, before the interpreter shuts down (registered with
     atexit right after init_process_group, so it runs however the script ends). Gloo's worker threads outlive
     destroy_process_group, and one may still be letting go of the last collective's tensors, which takes the
     GIL; Python ends a thread that asks for the GIL during shutdown in the middle of a C++ destructor, and the
     process aborts ("terminate called without an active exception"). A process that has called
-    destroy_process_group is done and exits 0; any other stopped on an error, reported already, and exits 1."""
+    destroy_process_group is done and exits 0; any other stopped on a reported error and exits 1."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1 if torch.distributed.is_initialized() else 0)

@@ -1,4 +1,4 @@
-"""Tests for train.py, run as a user runs it (a subprocess in the repo root) on a tiny model and a tiny data set.
+"""Tests for train.py, run as a user runs it (a subprocess in the repo root) on a tiny model and data set.
 
     python -m pytest tests/test_train.py -q
 
@@ -25,8 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 # 2 layers of width 32, 32-token windows, 4 per batch: about 10 ms a step. Warm-up 3 steps, cosine to step 10.
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--eval_iters=2",
-        "--eval_interval=6", "--log_interval=1", "--warmup_iters=3", "--lr_decay_iters=10", "--learning_rate=1e-2",
-        "--min_lr=1e-3", "--dropout=0.1", "--track_sequences=0", "--device=cpu", "--compile=False", "--max_iters=12"]
+        "--eval_interval=6", "--log_interval=1", "--warmup_iters=3", "--lr_decay_iters=10",
+        "--learning_rate=1e-2", "--min_lr=1e-3", "--dropout=0.1", "--track_sequences=0", "--device=cpu",
+        "--compile=False", "--max_iters=12"]
 
 
 def train(out_dir, data_dir, *args, check=True, script=None):
@@ -109,14 +110,16 @@ def test_settings_are_exactly_the_module_level_names(base_run):
     collects) and nothing else; the upper-case ones (RULES, ...) are not settings."""
     tree = ast.parse(Path(REPO, "settings.py").read_text())
     names = [node.targets[0].id for node in tree.body
-             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id.islower()]
+             if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+             and node.targets[0].id.islower()]
     config = json.loads(Path(base_run, "config.json").read_text())
     assert sorted(config) == sorted(names) and len(names) > 30
 
 
 def test_checkpoint_holds_what_a_resume_needs(base_run):
     ckpt = torch.load(os.path.join(base_run, "ckpt.pt"), weights_only=True)  # plain tensors and values only
-    assert {"model", "optimizer", "scaler", "model_args", "iter_num", "best_val_loss", "config", "rng"} <= set(ckpt)
+    assert ({"model", "optimizer", "scaler", "model_args", "iter_num", "best_val_loss", "config", "rng"}
+            <= set(ckpt))
     assert len(ckpt["rng"]["torch"]) == 1 and ckpt["rng"]["batch"].dtype == torch.uint8
     model = model_from_checkpoint(ckpt)
     assert model.config.n_layer == 2 and model.config.dropout == 0.1
@@ -147,8 +150,8 @@ def test_resume_is_exact(base_run, data_dir, tmp_path):
 
 
 # Where no small disk can be mounted (see below): train.py in this interpreter with torch.save replaced by one
-# that writes the first bytes into the file train.py opened and then has the real torch.save write to /dev/full,
-# a device that is always full. (Given a path instead of a file object, the first write fails the test.)
+# that writes the first bytes into the file train.py opened and then has the real torch.save write to
+# /dev/full, a device that is always full. (Given a path, not a file object, the first write fails the test.)
 FULL_DISK_SAVE = """
 import runpy, sys, torch
 real_save = torch.save
@@ -165,7 +168,7 @@ runpy.run_path("train.py", run_name="__main__")
 
 def test_resume_after_a_crash_logs_each_iteration_once(base_run, data_dir, tmp_path):
     """A run that died after its checkpoint at 6 had logged steps 6..8 and an evaluation at 9; resuming from 6
-    replaces those lines instead of adding a second copy, and ends with the same log as the run straight through."""
+    replaces those lines, adding no second copy, and ends with the same log as the run straight through."""
     out_dir = tmp_path / "crashed"
     train(out_dir, data_dir, "--max_iters=6")
     saved = (out_dir / "ckpt.pt").read_bytes()
@@ -179,7 +182,7 @@ def test_resume_after_a_crash_logs_each_iteration_once(base_run, data_dir, tmp_p
 
 
 def can_mount_a_disk(folder):
-    """True if this process may mount a tmpfs in a private mount namespace (root, or CAP_SYS_ADMIN, on Linux)."""
+    """True if this process may mount a tmpfs in a private mount namespace (root or CAP_SYS_ADMIN, Linux)."""
     if not shutil.which("unshare"):
         return False
     probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=64k tmpfs {folder}"],
@@ -190,24 +193,28 @@ def can_mount_a_disk(folder):
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs Linux (unshare and tmpfs, or /dev/full)")
 def test_full_disk_while_saving_keeps_the_previous_checkpoint(base_run, data_dir, tmp_path):
     """A run resumed on a disk with room for its files and half a checkpoint more: the save at 18 fails, and
-    the previous checkpoint stays as it was. The disk is a real tmpfs in a mount namespace of its own (gone when
-    the command ends, so the folder is copied out first); where none can be mounted, /dev/full stands in."""
+    the previous checkpoint stays as it was. The disk is a real tmpfs in a mount namespace of its own (gone
+    when the command ends, so the folder is copied out first); where none can be mounted, /dev/full does."""
     before = (base_run / "ckpt.pt").read_bytes()
     disk, out_dir = tmp_path / "disk", tmp_path / "after"
     disk.mkdir()
     if can_mount_a_disk(disk):
-        used = sum(4096 * math.ceil(p.stat().st_size / 4096) for p in base_run.iterdir())  # tmpfs counts pages
+        # tmpfs counts whole pages
+        used = sum(4096 * math.ceil(p.stat().st_size / 4096) for p in base_run.iterdir())
         command = [sys.executable, "train.py", *TINY, f"--data_dir={data_dir}", f"--out_dir={disk / 'out'}",
                    "--init_from=resume", "--max_iters=18"]
-        script = (f"mount -t tmpfs -o size={used + len(before) // 2} tmpfs {disk} && cp -r {base_run} {disk / 'out'}"
+        script = (f"mount -t tmpfs -o size={used + len(before) // 2} tmpfs {disk}"
+                  f" && cp -r {base_run} {disk / 'out'}"
                   f" && {shlex.join(command)}; status=$?; cp -r {disk / 'out'} {out_dir}; exit $status")
         result = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=REPO, env=ENV, capture_output=True,
                                 text=True, timeout=300)
     else:
         copy_run(base_run, tmp_path)
         out_dir = tmp_path / "out"
-        result = train(out_dir, data_dir, "--init_from=resume", "--max_iters=18", script=FULL_DISK_SAVE, check=False)
-    assert_clean_error(result, "could not write the checkpoint", "No space left on device", "--init_from=resume")
+        result = train(out_dir, data_dir, "--init_from=resume", "--max_iters=18", script=FULL_DISK_SAVE,
+                       check=False)
+    assert_clean_error(result, "could not write the checkpoint", "No space left on device",
+                       "--init_from=resume")
     assert read_metrics(out_dir)[1][18]  # it got as far as the evaluation before the save
     assert (out_dir / "ckpt.pt").read_bytes() == before
     assert not (out_dir / "ckpt.pt.tmp").exists()  # the partial write went to a side file, removed after
@@ -218,16 +225,18 @@ def test_two_processes_match_one(data_dir, tmp_path):
     """DDP with 2 gloo processes, each running 1 of the 2 micro-batches of a step, trains the same weights
     as 1 process running both micro-batches, and logs the loss of the whole batch. Active forgetting at step 4
     must re-draw the same embedding in every process."""
-    args = ["--dropout=0.0", "--gradient_accumulation_steps=2", "--max_iters=6", "--eval_interval=3", "--forget_every=4"]
+    args = ["--dropout=0.0", "--gradient_accumulation_steps=2", "--max_iters=6", "--eval_interval=3",
+            "--forget_every=4"]
     train(tmp_path / "one", data_dir, *args)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
-               *TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'two'}", *args]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "train.py", *TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'two'}", *args]
     result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
     assert all(torch.allclose(one[k], two[k], atol=1e-5, rtol=1e-4) for k in one)
     steps_one, steps_two = read_metrics(tmp_path / "one")[0], read_metrics(tmp_path / "two")[0]
-    assert [steps_two[i]["loss"] for i in range(6)] == pytest.approx([steps_one[i]["loss"] for i in range(6)], abs=1e-5)
+    assert ([steps_two[i]["loss"] for i in range(6)]
+            == pytest.approx([steps_one[i]["loss"] for i in range(6)], abs=1e-5))
     rng = load_checkpoint(os.path.join(tmp_path, "two", "ckpt.pt"))["rng"]["torch"]
     assert len(rng) == 2 and not torch.equal(rng[0], rng[1])  # each process's own dropout stream is kept
 
@@ -236,8 +245,8 @@ def test_two_processes_stop_together_on_an_error(data_dir, tmp_path):
     """An error under DDP (here the non-finite stop, which every process reaches at the same step) ends both
     processes with one error line from rank 0, printed before either ends: no abort at exit, no traceback,
     no hang."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
-               *TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'two'}",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "train.py", *TINY, f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'two'}",
                "--gradient_accumulation_steps=2", "--learning_rate=1e6", "--min_lr=1e6", "--max_iters=40"]
     result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
@@ -251,9 +260,9 @@ def test_tiny_base_config_runs(data_dir, tmp_path):
     out_dir = tmp_path / "tiny_base"
     out_dir.mkdir()  # as if an earlier run had died before its first checkpoint: its lines must not stay
     (out_dir / "metrics.jsonl").write_text('{"iter": 99, "loss": 1.0}\n')
-    train(out_dir, data_dir, "config/tiny_base.py", "--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32",
-          "--batch_size=4", "--max_iters=4", "--eval_interval=2", "--log_interval=1", "--eval_iters=2",
-          f"--out_dir={out_dir}")  # after the file, so these win over its values
+    train(out_dir, data_dir, "config/tiny_base.py", "--n_layer=2", "--n_head=2", "--n_embd=32",
+          "--block_size=32", "--batch_size=4", "--max_iters=4", "--eval_interval=2", "--log_interval=1",
+          "--eval_iters=2", f"--out_dir={out_dir}")  # after the file, so these win over its values
     config = json.loads((out_dir / "config.json").read_text())
     assert config["learning_rate"] == 2e-3 and config["warmup_iters"] == 50  # from the file
     assert config["n_layer"] == 2 and config["max_iters"] == 4  # overrides after it
@@ -265,11 +274,13 @@ def test_tiny_base_config_runs(data_dir, tmp_path):
 
 
 def test_error_missing_data(tmp_path):
-    result = subprocess.run([sys.executable, "train.py", "--dataset=no_such_data_set_here", f"--out_dir={tmp_path}"],
+    result = subprocess.run([sys.executable, "train.py", "--dataset=no_such_data_set_here",
+                             f"--out_dir={tmp_path}"],
                             cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert_clean_error(result, "'no_such_data_set_here' is not prepared", "prepare_text.py")
     assert not Path(REPO, "data", "no_such_data_set_here").exists()
-    result = subprocess.run([sys.executable, "train.py", f"--data_dir={tmp_path / 'nothing'}", f"--out_dir={tmp_path}"],
+    result = subprocess.run([sys.executable, "train.py", f"--data_dir={tmp_path / 'nothing'}",
+                             f"--out_dir={tmp_path}"],
                             cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert_clean_error(result, "holds no prepared data set")
 
@@ -280,7 +291,8 @@ def test_resume_applies_this_runs_optimizer_settings(base_run, data_dir, tmp_pat
     out_dir = copy_run(base_run, tmp_path)
     saved = torch.load(out_dir / "ckpt.pt", weights_only=True)["optimizer"]
     assert saved["param_groups"][0]["weight_decay"] > 0 and saved["param_groups"][0]["betas"][1] != 0.9
-    result = train(out_dir, data_dir, "--init_from=resume", "--max_iters=13", "--weight_decay=0.0", "--beta2=0.9")
+    result = train(out_dir, data_dir, "--init_from=resume", "--max_iters=13", "--weight_decay=0.0",
+                   "--beta2=0.9")
     assert "weight_decay 0.1 -> 0.0, beta2 0.95 -> 0.9" in result.stdout
     groups = torch.load(out_dir / "ckpt.pt", weights_only=True)["optimizer"]["param_groups"]
     assert [g["weight_decay"] for g in groups] == [0.0, 0.0] and all(g["betas"] == (0.9, 0.9) for g in groups)
@@ -290,7 +302,8 @@ def test_error_unknown_setting(data_dir, tmp_path):  # every other configurator 
     assert_clean_error(train(tmp_path, data_dir, "--n_layers=3", check=False), "'n_layers'", "n_layer")
 
 
-def test_error_corrupt_checkpoint_on_resume(base_run, data_dir, tmp_path):  # more corrupt files: test_model.py
+# more corrupt files: test_model.py
+def test_error_corrupt_checkpoint_on_resume(base_run, data_dir, tmp_path):
     out_dir = copy_run(base_run, tmp_path)
     data = (out_dir / "ckpt.pt").read_bytes()
     (out_dir / "ckpt.pt").write_bytes(data[:len(data) // 3])
@@ -363,7 +376,8 @@ def test_dispersion_is_logged_apart_from_cross_entropy(base_run, data_dir, tmp_p
     for r in steps.values():
         assert -1.0 <= r["dispersion"] <= -0.14  # angular: -0.144 fully condensed, -0.5 orthogonal
         assert r["loss"] == pytest.approx(r["ce"] + 0.5 * r["dispersion"])
-    assert steps[0]["ce"] == base_steps[0]["loss"]  # same model, batch and dropout: "ce" is the plain cross-entropy
+    # same model, batch and dropout: "ce" is the plain cross-entropy
+    assert steps[0]["ce"] == base_steps[0]["loss"]
     assert steps[5]["ce"] != base_steps[5]["loss"]  # the dispersion term changed the training
     for r in evals.values():  # condensation tracked at each evaluation (measure.py)
         assert len(r["mean_cos"]) == 3 and all(-1 <= c <= 1 for c in r["mean_cos"])
@@ -372,8 +386,8 @@ def test_dispersion_is_logged_apart_from_cross_entropy(base_run, data_dir, tmp_p
 
 def test_dispersion_weight_zero_is_the_run_without_dispersion(base_run, data_dir, tmp_path):
     out_dir = tmp_path / "zero"
-    train(out_dir, data_dir, "--dispersion_weight=0", "--dispersion_variant=entropy", "--dispersion_layers=last",
-          "--dispersion_tokens=4")
+    train(out_dir, data_dir, "--dispersion_weight=0", "--dispersion_variant=entropy",
+          "--dispersion_layers=last", "--dispersion_tokens=4")
     ours, theirs = weights(out_dir), weights(base_run)
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
     losses = lambda run: {it: r["loss"] for it, r in read_metrics(run)[0].items()}
@@ -400,7 +414,8 @@ def adam_steps(out_dir):
     ckpt = load_checkpoint(os.path.join(out_dir, "ckpt.pt"))
     model = GPT(GPTConfig(**ckpt["model_args"]))
     named = list(model.named_parameters())
-    order = [n for n, p in named if p.dim() >= 2] + [n for n, p in named if p.dim() < 2]  # configure_optimizers
+    # the order of configure_optimizers' groups
+    order = [n for n, p in named if p.dim() >= 2] + [n for n, p in named if p.dim() < 2]
     return {order[i]: int(s["step"]) for i, s in ckpt["optimizer"]["state"].items()}
 
 
@@ -413,7 +428,8 @@ def test_active_forgetting_resets_the_embedding_at_the_right_steps(base_run, dat
     assert steps.pop("transformer.wte.weight") == 3
     assert set(steps.values()) == {11}
     # re-drawn at std 0.02 three small steps ago, while training without forgetting spreads it out (0.048)
-    assert weights(out_dir)["transformer.wte.weight"].std() < 0.025 < weights(base_run)["transformer.wte.weight"].std()
+    assert (weights(out_dir)["transformer.wte.weight"].std() < 0.025
+            < weights(base_run)["transformer.wte.weight"].std())
 
 
 # Runs train.py with GPT.from_pretrained answering with a small random transformers GPT-2 (no download).
@@ -428,13 +444,15 @@ def tiny_gpt2(cls, name):
 model.GPT.from_pretrained = classmethod(tiny_gpt2)
 sys.argv = ["train.py", *sys.argv[1:]]
 g = runpy.run_path("train.py", run_name="__main__")
-print("DROPOUT", json.dumps(sorted({m.p for m in g["raw_model"].modules() if isinstance(m, torch.nn.Dropout)})))
+print("DROPOUT", json.dumps(sorted({m.p for m in g["raw_model"].modules()
+                                    if isinstance(m, torch.nn.Dropout)})))
 """
 
 
 def test_init_from_gpt2_crops_positions_applies_dropout_and_resumes(data_dir, tmp_path):
     out_dir = tmp_path / "gpt2"
-    result = train(out_dir, data_dir, "--init_from=gpt2", "--max_iters=2", "--eval_interval=2", script=FAKE_GPT2)
+    result = train(out_dir, data_dir, "--init_from=gpt2", "--max_iters=2", "--eval_interval=2",
+                   script=FAKE_GPT2)
     assert "DROPOUT [0.1]" in result.stdout  # the settings' dropout, not GPT-2's 0.0
     ckpt = load_checkpoint(str(out_dir / "ckpt.pt"))
     assert ckpt["model"]["transformer.wpe.weight"].shape == (32, 32)  # the first block_size of 64 positions
