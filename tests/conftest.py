@@ -1,9 +1,19 @@
-"""Fixtures shared by the test files: a tiny character-level data set, made once per test session."""
+"""Fixtures shared by the test files: a tiny character-level data set, made once per test session.
+
+`python -m pytest -q -n auto` runs the files in one worker process per core (pytest-xdist). Each worker then
+uses one thread, and so do the scripts the tests start: with more threads than free cores every small op of
+these tiny models waits for a descheduled thread, and the suite gets slower, not faster."""
+import os
 import random
 
 import pytest
+import torch
 
 from data.common import prepare_text
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # set in each pytest-xdist worker
+    os.environ["OMP_NUM_THREADS"] = "1"  # for the scripts the tests start
+    torch.set_num_threads(1)  # for this worker
 
 
 @pytest.fixture(scope="session")
