@@ -12,6 +12,7 @@ measure.py is the command around this library; plots.py draws its figures.
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -116,14 +117,18 @@ def eigenvalues(gram):
         torch.set_num_threads(threads)
 
 
+def accumulate(totals, l, sums, counts):
+    """Add entry l's sums and histogram counts of one batch into totals (a list, one [sums, counts] per entry)."""
+    if len(totals) <= l:
+        totals.append([sums, counts])
+    else:
+        totals[l] = [totals[l][0] + sums, totals[l][1] + counts]
+
+
 def add_batch(totals, hidden, lengths, bins):
-    """Add one batch's sums into totals (a list, one [sums, counts] per entry); nothing grows with N."""
+    """Add one batch's sums for every entry of hidden (a list of (B, T, C)); nothing grows with N."""
     for l, h in enumerate(hidden):
-        sums, counts = layer_sums(h, lengths, bins)
-        if len(totals) <= l:
-            totals.append([sums, counts])
-        else:
-            totals[l] = [totals[l][0] + sums, totals[l][1] + counts]
+        accumulate(totals, l, *layer_sums(h, lengths, bins))
 
 
 def summarize(totals, num_sequences, num_tokens, name=""):
@@ -153,7 +158,7 @@ def hidden_stats(hidden, lengths=None, *, bins=128, name=""):
 
 
 # -----------------------------------------------------------------------------
-# library: running a model
+# library: running a model, one hidden state at a time
 
 
 def model_limits(model):
@@ -161,7 +166,7 @@ def model_limits(model):
     c = model.config
     if isinstance(model, GPT):
         return c.block_size, c.vocab_size
-    return getattr(c, "max_position_embeddings", None) or math.inf, c.vocab_size
+    return getattr(c, "max_position_embeddings", None) or math.inf, model.get_input_embeddings().weight.shape[0]
 
 
 def check_sequences(sequences, context, vocab_size):
@@ -187,22 +192,67 @@ def check_sequences(sequences, context, vocab_size):
     return [s.long() for s in seqs]
 
 
-def forward_hidden(model, x):
-    """Hidden-state entries 0..n_layer for tokens x (B, T), from our GPT or a transformers model."""
+def find_blocks(model):
+    """The transformer blocks, in order: our GPT's transformer.h, or the first ModuleList inside a transformers
+    model's base model that holds config.num_hidden_layers modules (GPT-2's h; the layers of Llama, Qwen,
+    GPT-NeoX, OLMo, Gemma; OPT's decoder.layers). None if there is no such list."""
     if isinstance(model, GPT):
-        return model(x, return_hidden=True)[2]
-    return list(model(input_ids=x, output_hidden_states=True).hidden_states)
+        return model.transformer.h
+    n = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    return next((m for m in model.base_model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n), None)
+
+
+def stream_hidden(model, x, consume, blocks):
+    """Run model on tokens x (B, T) and hand each hidden-state entry l = 0..L to consume(l, h), h (B, T, C),
+    the moment the forward pass produces it. Entry l < L is the input of block l (a forward pre-hook); entry L
+    is the output of the final norm: our ln_f, or a transformers base model's last_hidden_state. That is the
+    convention of output_hidden_states (docs/condensation.md, section 1), but nothing holds an entry after
+    consume returns, so memory does not grow with depth. Only the base model runs (no output head; our GPT's
+    head sees the last position only), without a KV cache. blocks: find_blocks(model); with None, a
+    transformers model's output_hidden_states is used instead, which holds all L + 1 entries at once."""
+    if blocks is None:
+        hidden = model.base_model(input_ids=x, output_hidden_states=True, use_cache=False).hidden_states
+        for l, h in enumerate(hidden):
+            consume(l, h)
+        return
+
+    def entry(l):
+        return lambda module, args, kwargs: consume(l, args[0] if args else kwargs["hidden_states"])
+
+    handles = [b.register_forward_pre_hook(entry(l), with_kwargs=True) for l, b in enumerate(blocks)]
+    try:
+        if isinstance(model, GPT):
+            handles.append(model.transformer.ln_f.register_forward_hook(lambda m, args, out: consume(len(blocks), out)))
+            handles.append(model.lm_head.register_forward_pre_hook(lambda m, args: (args[0][:, -1:],)))
+            model(x)
+        else:
+            consume(len(blocks), model.base_model(input_ids=x, use_cache=False).last_hidden_state)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def hooks_agree(model, blocks, x):
+    """True if stream_hidden's hooks see the entries output_hidden_states returns, on a few tokens x (1, t).
+    Checked once per measure(): an architecture whose blocks are not fed the residual stream directly is then
+    measured through output_hidden_states instead of silently on the wrong tensors."""
+    seen = []
+    stream_hidden(model, x, lambda l, h: seen.append(h.clone()), blocks)
+    ref = model.base_model(input_ids=x, output_hidden_states=True, use_cache=False).hidden_states
+    close = lambda a, b: a.shape == b.shape and (a - b).float().norm() <= 1e-3 * b.float().norm() + 1e-6
+    return len(seen) == len(ref) and all(close(a, b) for a, b in zip(seen, ref))
 
 
 @torch.no_grad()
-def measure(model, sequences, *, bins=128, batch_size=8, device=None, name=""):
+def measure(model, sequences, *, bins=128, batch_size=8, device=None, name="", progress=None):
     """The condensation Result of model over sequences: a list of 1-D token tensors of any lengths from 2
     up to the model's context, or an (N, T) tensor. Input that cannot be measured raises ValueError.
 
-    The model (our GPT, or a transformers causal LM through output_hidden_states) is moved to device
-    (default: where it is), run in eval mode, and put back in its previous mode. Sequences are sorted by
-    length and batched; shorter ones are right-padded, which the causal mask keeps from changing earlier
-    positions, and padding is left out of every statistic. Only sums are kept: memory does not grow with N.
+    The model (our GPT, or a transformers causal LM) is moved to device (default: where it is), run in eval
+    mode, and put back in its previous mode. Sequences are sorted by length and batched; shorter ones are
+    right-padded, which the causal mask keeps from changing earlier positions, and padding is left out of
+    every statistic. Each hidden state is reduced to sums as the forward pass produces it (stream_hidden), so
+    memory grows neither with depth nor with N. progress(done, total) is called after each batch.
     """
     device = device or next(model.parameters()).device
     model.to(device)
@@ -210,20 +260,21 @@ def measure(model, sequences, *, bins=128, batch_size=8, device=None, name=""):
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     was_training = model.training
     model.eval()
-    # Only the hidden states are needed: lm_head gets just the last position, which saves its
-    # (B, T, vocab) output, the largest tensor of the forward pass. Hidden states are taken before it.
-    last_only = lambda module, args: (args[0][:, -1:],)
-    hook = model.lm_head.register_forward_pre_hook(last_only) if hasattr(model, "lm_head") else None
+    blocks = find_blocks(model)
+    if blocks is not None and not isinstance(model, GPT) and not hooks_agree(model, blocks, seqs[0][None, :16].to(device)):
+        warnings.warn(f"{type(model).__name__}: its blocks do not see the hidden states output_hidden_states "
+                      "returns, so it is measured through output_hidden_states (memory grows with depth).")
+        blocks = None
     totals = []
     try:
         for k in range(0, len(seqs), batch_size):
             group = [seqs[i] for i in order[k:k + batch_size]]
             x = pad_sequence(group, batch_first=True).to(device)  # (B, T) right-padded with token 0
             lengths = torch.tensor([len(s) for s in group], device=device)  # (B,)
-            add_batch(totals, forward_hidden(model, x), lengths, bins)
+            stream_hidden(model, x, lambda l, h: accumulate(totals, l, *layer_sums(h, lengths, bins)), blocks)
+            if progress:
+                progress(min(k + batch_size, len(seqs)), len(seqs))
     finally:
-        if hook is not None:
-            hook.remove()
         model.train(was_training)
     return summarize(totals, len(seqs), sum(len(s) for s in seqs), name)
 
@@ -232,21 +283,40 @@ def measure(model, sequences, *, bins=128, batch_size=8, device=None, name=""):
 # sequences to measure
 
 
+def window_starts(num_tokens, n, length, seed):
+    """n window starts in a text of num_tokens tokens: floor(u_k * (num_tokens - length + 1)), u_k uniform in
+    [0, 1) from seed. The u_k do not depend on the tokenizer, so models with different tokenizers read windows
+    that begin at about the same place in the same text."""
+    u = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)  # (n,)
+    return (u * (num_tokens - length + 1)).long().tolist()
+
+
+def windows(ids, n, length, seed, prefix=(), source="the text"):
+    """(n, length) tensor: each row is prefix followed by length - len(prefix) consecutive ids from a seeded
+    random start (window_starts). ids: a 1-D array of the text's token ids."""
+    body = length - len(prefix)
+    if len(ids) < body:
+        raise ValueError(f"{source} holds {len(ids)} tokens, fewer than one window of {body}; "
+                         "lower seq_len or give more text.")
+    rows = [np.concatenate([np.asarray(prefix, dtype=np.int64), np.asarray(ids[i:i + body], dtype=np.int64)])
+            for i in window_starts(len(ids), n, body, seed)]
+    return torch.from_numpy(np.stack(rows))
+
+
 def val_windows(data_dir, n, length, seed):
     """n windows of length tokens from data_dir/val.bin at random offsets fixed by seed: (n, length)."""
     data = np.memmap(os.path.join(data_dir, "val.bin"), dtype=np.uint16, mode="r")
-    if len(data) < length:
-        raise ValueError(f"{data_dir}/val.bin holds {len(data)} tokens, fewer than one window of {length}; "
-                         "lower seq_len or prepare more text.")
-    starts = torch.randint(len(data) - length + 1, (n,), generator=torch.Generator().manual_seed(seed))
-    return torch.stack([torch.from_numpy(data[i:i + length].astype(np.int64)) for i in starts.tolist()])
+    return windows(data, n, length, seed, source=f"{data_dir}/val.bin")
 
 
-def text_windows(text, encode, n, length):
-    """Up to n consecutive windows of length tokens from the start of text; a shorter last window counts too
-    if it holds a pair of tokens."""
+def text_windows(text, encode, n, length, prefix=(), source="the text"):
+    """Up to n consecutive windows from the start of text, each prefix + length - len(prefix) tokens of it;
+    a shorter rest at the end is left out, so every window has the same length."""
     if not text:
         raise ValueError("the text is empty; give a text file with something in it.")
-    ids = encode(text)
-    windows = [torch.tensor(ids[i:i + length], dtype=torch.long) for i in range(0, len(ids), length)]
-    return [w for w in windows if len(w) >= 2][:n]
+    ids, body = encode(text), length - len(prefix)
+    if len(ids) < body:
+        raise ValueError(f"{source} holds {len(ids)} tokens, fewer than one window of {body}; give a longer "
+                         "text or a lower --seq_len.")
+    return [torch.tensor([*prefix, *ids[i:i + body]], dtype=torch.long)
+            for i in range(0, len(ids) - body + 1, body)][:n]

@@ -14,24 +14,34 @@ a table per model:
 
     python measure.py --out_dir=out/tiny_base                 # a checkpoint: out_dir/condensation.{json,png}
     python measure.py config/tiny_base.py --init=True         # the same model freshly initialised
-    python measure.py --hf=gpt2 --dataset=shakespeare         # a Hugging Face model (transformers)
+    python measure.py --hf=gpt2                               # a Hugging Face causal LM (transformers)
     python measure.py --compare=out/a,out/b,init,hf:gpt2      # side-by-side figure and table: out_dir/compare.*
+    python measure.py --compare=hf:EleutherAI/pythia-160m@step0,hf:EleutherAI/pythia-160m   # revisions
     python measure.py --history=out/tiny_disp                 # condensation over training, from metrics.jsonl
+    python measure.py --survey=studies/models_survey.py       # model families by size: survey.py
+
+Every model reads its own tokens: ours the tokens of their data set, a Hugging Face model those of its own
+tokenizer (hf_models.py). The text is the same for all of them: by default the validation split of the data
+set (--dataset or --data_dir), else --text_file or the strings of `texts`, cut into windows of seq_len tokens.
 """
 
+import functools
 import json
 import os
 import sys
+import time
 from dataclasses import asdict
 from types import SimpleNamespace
 
+import numpy as np
 import torch
 
 # The library lives in condensation.py; these names stay importable from measure.py, as they always were.
 from condensation import (Result, add_batch, hidden_stats, kendall, measure, model_limits,  # noqa: F401
-                          spearman, text_windows, val_windows)
+                          spearman, text_windows, val_windows, windows)
 from configurator import configure
-from model import GPT, config_from_settings, load_checkpoint, model_from_checkpoint
+from hf_models import bos_prefix, hf_encode, load_hf, parameter_count, short_name
+from model import GPT, config_from_settings, load_checkpoint, model_from_checkpoint, pick_device
 from plots import plot_history, plot_signatures
 from settings import defaults
 
@@ -42,18 +52,61 @@ from settings import defaults
 MEASURE_SETTINGS = dict(
     ckpt="",  # checkpoint file; empty means out_dir/ckpt.pt
     init=False,  # measure a freshly initialised model of the model settings (n_layer, n_embd, ...) instead
-    hf="",  # measure a Hugging Face model instead: a name (gpt2) or a local folder; needs transformers
-    compare="",  # comma-separated models, each an out_dir, a checkpoint file, 'init' or 'hf:NAME'
+    hf="",  # measure a Hugging Face causal LM instead: a hub name (gpt2), NAME@REVISION, or a local folder
+    compare="",  # comma-separated models, each an out_dir, a checkpoint file, 'init' or 'hf:NAME[@REVISION]'
     history="",  # an out_dir: draw condensation over training from its metrics.jsonl
-    num_sequences=100,  # validation windows measured (the paper: 100)
-    seq_len=0,  # tokens per window; 0 means the model's context, capped at 512 (the paper: 512)
-    text_file="",  # measure consecutive windows of this text file instead of the validation split
-    texts=None,  # or a list of strings (in a config file), each one sequence
+    survey="",  # a survey file (studies/models_survey.py): model families by size, and the trend figure
+    num_sequences=100,  # windows measured (the paper: 100)
+    seq_len=0,  # tokens per window, the model's own; 0 means 512 (the paper), or the model's context if shorter
+    text_file="",  # measure consecutive windows of this UTF-8 text file instead of the validation split
+    texts=None,  # or a list of strings (in a config file), each one sequence of at most seq_len tokens
     data_dir="",  # folder with val.bin and meta.json; empty means data/<dataset> (a checkpoint's own dataset)
+    bos="auto",  # Hugging Face models: 'auto' puts what the tokenizer itself puts before a text (Llama's and
+    # Gemma's <bos>; nothing for GPT-2, Qwen, Pythia), as the paper's code did; 'always' or 'never' a BOS token
     bins=128,  # histogram bins on [-1, 1]
-    measure_batch_size=8,  # sequences per forward pass
+    measure_batch_size=4,  # sequences per forward pass; memory grows with it, speed hardly (docs/performance.md)
     save="",  # path stem of the files written (SAVE.json, SAVE.png); empty picks a name in out_dir
 )
+
+
+def read_settings(args):
+    """The settings, checked before any model is loaded: one sentence for the first bad one."""
+    s = SimpleNamespace(**configure({**defaults(), **MEASURE_SETTINGS}, args))
+    modes = [m for m in ("history", "survey", "compare", "hf", "init") if getattr(s, m)]
+    if len(modes) > 1:
+        raise ValueError(f"give only one of --history, --survey, --compare, --hf and --init, not "
+                         f"{' and '.join(modes)}.")
+    for key, least, why in (("bins", 1, "the histogram needs at least one bin (the paper: 128)"),
+                            ("num_sequences", 1, "measure at least one window (the paper: 100)"),
+                            ("measure_batch_size", 1, "a forward pass takes at least one sequence")):
+        if getattr(s, key) < least:
+            raise ValueError(f"{key} is {getattr(s, key)}, but {why}; give --{key}={least} or more.")
+    if s.seq_len < 0 or s.seq_len == 1:
+        raise ValueError(f"seq_len is {s.seq_len}; give 0 (512, or the model's context if shorter) or at least 2.")
+    if s.bos not in ("auto", "always", "never"):
+        raise ValueError(f"bos is '{s.bos}'; give auto, always or never.")
+    s.device = s.device or ("cuda" if torch.cuda.is_available() else "cpu")  # mps only when asked for (eigvalsh)
+    if s.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {s.device} is not available here (torch sees no CUDA GPU); give --device=cpu.")
+    s.dtype = pick_device(s.device, s.dtype)[2]  # empty: bfloat16 where the GPU supports it, else float32
+    s.text = read_text(s.text_file) if s.text_file else None
+    return s
+
+
+def read_text(path):
+    """The contents of a UTF-8 text file, or one sentence saying why it cannot be measured."""
+    if os.path.isdir(path):
+        raise ValueError(f"text_file {path} is a folder; give the path of a text file.")
+    if not os.path.isfile(path):
+        raise ValueError(f"text_file {path} does not exist; give the path of a text file.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise ValueError(f"text_file {path} is not UTF-8 text (a binary file?); give a plain text file.") from None
+    if "\x00" in text:
+        raise ValueError(f"text_file {path} holds NUL bytes, so it is not a text file; give a plain text file.")
+    return text
 
 
 def data_meta(s, dataset, run_data_dir=""):
@@ -71,61 +124,79 @@ def data_meta(s, dataset, run_data_dir=""):
         return folder, json.load(f)
 
 
+@functools.cache
+def val_text(folder):
+    """The raw text of a data set's validation split: val.bin decoded with the data set's own tokenizer."""
+    from data.common import load_tokenizer
+    return load_tokenizer(folder)[1](np.memmap(os.path.join(folder, "val.bin"), dtype=np.uint16, mode="r"))
+
+
 def load_entry(entry, s):
-    """(model, name, data set, the run's data_dir or "") for 'init', 'hf:NAME' or a checkpoint (file or out_dir)."""
+    """(model, name, its tokenizer or None, data set, the run's data_dir or "") for 'init', 'hf:NAME' or a
+    checkpoint (file or out_dir). Ours (tokenizer None) read their data set's tokens."""
+    dtype = getattr(torch, s.dtype)
     if entry == "init":
         meta = data_meta(s, s.dataset)[1]
         torch.manual_seed(s.seed)
         model = GPT(config_from_settings(vars(s), meta["vocab_size"]))
-        return model, "init", s.dataset, ""
+        return model.to(s.device, dtype), "init", None, s.dataset, ""
     if entry.startswith("hf:"):
-        try:
-            from transformers import AutoModelForCausalLM
-        except ImportError:
-            raise ValueError("measuring a Hugging Face model needs transformers: pip install transformers") from None
-        try:
-            model = AutoModelForCausalLM.from_pretrained(entry[3:])
-        except OSError as e:  # unknown name, no internet and no cached copy, a folder without weights
-            raise ValueError(f"cannot load Hugging Face model {entry[3:]} ({type(e).__name__}); check the name, "
-                             "or download it once while online.") from None
-        return model, os.path.basename(entry[3:].rstrip("/")), s.dataset, ""
+        model, tokenizer = load_hf(entry[3:], s.device, s.dtype)
+        return model, short_name(entry[3:]), tokenizer, s.dataset, ""
     path = os.path.join(entry, "ckpt.pt") if os.path.isdir(entry) else entry
     ckpt = load_checkpoint(path)  # exits with one sentence if it is missing or unreadable
     name = os.path.basename(os.path.dirname(os.path.abspath(path)))
     run = ckpt.get("config", {})
-    return model_from_checkpoint(ckpt), name, run.get("dataset", s.dataset), run.get("data_dir", "")
+    model = model_from_checkpoint(ckpt).to(s.device, dtype)
+    return model, name, None, run.get("dataset", s.dataset), run.get("data_dir", "")
 
 
-def measure_entry(entry, s, device):
-    """Load one model, make its sequences (windows of val.bin, of a text file, or strings) and measure it.
-    A Hugging Face model reads GPT-2 tokens; ours read the tokens of their data set."""
-    model, name, dataset, run_data_dir = load_entry(entry, s)
-    hf = entry.startswith("hf:")
+def sequences_for(s, name, tokenizer, dataset, run_data_dir, length):
+    """The windows one model reads, in its own tokens: of the strings of `texts` (one each), of the text file,
+    or by default of the validation split (ours: val.bin itself; a Hugging Face model: its decoded text)."""
+    prefix = bos_prefix(tokenizer, s.bos, name) if tokenizer is not None else []
+    if tokenizer is not None:
+        encode = hf_encode(tokenizer)
+    elif s.texts or s.text_file:
+        from data.common import load_tokenizer
+        encode = load_tokenizer(data_meta(s, dataset, run_data_dir)[0])[0]
+    if s.texts:
+        texts = [s.texts] if isinstance(s.texts, str) else s.texts  # --texts=word is one string
+        return [torch.tensor([*prefix, *encode(text)][:length], dtype=torch.long) for text in texts]
+    if s.text_file:
+        return text_windows(s.text, encode, s.num_sequences, length, prefix, source=f"text_file {s.text_file}")
+    folder, _ = data_meta(s, dataset, run_data_dir)
+    if tokenizer is None:
+        return val_windows(folder, s.num_sequences, length, s.seed)
+    ids = np.array(encode(val_text(folder)), dtype=np.int64)
+    return windows(ids, s.num_sequences, length, s.seed, prefix, source=f"the validation text of {folder}")
+
+
+def progress_line(name):
+    """progress(done, total) for measure(): one line redrawn in a terminal, a line every 30 s in a log."""
+    start, shown, tty = time.time(), [0.0], sys.stderr.isatty()
+
+    def progress(done, total):
+        elapsed = time.time() - start
+        if not tty and (elapsed - shown[0] < 30 or done == total):
+            return
+        shown[0] = elapsed
+        left = elapsed / done * (total - done)
+        print(f"\r  {name}: {done}/{total} sequences, {elapsed:.0f} s, about {left:.0f} s left  ",
+              end="\n" if done == total or not tty else "", file=sys.stderr, flush=True)
+    return progress
+
+
+def measure_entry(entry, s):
+    """Load one model, make its windows and measure it; (Result, parameter count)."""
+    model, name, tokenizer, dataset, run_data_dir = load_entry(entry, s)
     length = s.seq_len or min(model_limits(model)[0], 512)
-    if s.text_file or s.texts:
-        if hf:
-            from data.common import gpt2_encoding
-            encode = gpt2_encoding().encode_ordinary
-        else:
-            from data.common import load_tokenizer
-            encode = load_tokenizer(data_meta(s, dataset, run_data_dir)[0])[0]
-        if s.texts:
-            texts = [s.texts] if isinstance(s.texts, str) else s.texts  # --texts=word is one string
-            sequences = [torch.tensor(encode(text), dtype=torch.long) for text in texts]
-        elif not os.path.isfile(s.text_file):
-            raise ValueError(f"text_file {s.text_file} does not exist; give the path of a text file.")
-        else:
-            with open(s.text_file) as f:
-                sequences = text_windows(f.read(), encode, s.num_sequences, length)
-    else:
-        folder, meta = data_meta(s, dataset, run_data_dir)
-        tokenizer = meta["tokenizer"]
-        if hf and tokenizer != "gpt2":
-            raise ValueError(f"{name} reads GPT-2 tokens but {folder} holds '{tokenizer}' tokens; "
-                             "add --dataset=shakespeare, or give --text_file=FILE.")
-        sequences = val_windows(folder, s.num_sequences, length, s.seed)
-    print(f"measuring {name}: {len(sequences)} sequences on {device}")
-    return measure(model, sequences, bins=s.bins, batch_size=s.measure_batch_size, device=device, name=name)
+    sequences = sequences_for(s, name, tokenizer, dataset, run_data_dir, length)
+    print(f"measuring {name}: {len(sequences)} sequences of up to {length} tokens on {s.device} ({s.dtype})",
+          flush=True)
+    result = measure(model, sequences, bins=s.bins, batch_size=s.measure_batch_size, device=s.device, name=name,
+                     progress=progress_line(name))
+    return result, parameter_count(model)
 
 
 def print_table(r):
@@ -137,10 +208,7 @@ def print_table(r):
 
 
 def command(args):
-    s = SimpleNamespace(**configure({**defaults(), **MEASURE_SETTINGS}, args))
-    modes = [m for m in ("history", "compare", "hf", "init") if getattr(s, m)]
-    if len(modes) > 1:
-        raise ValueError(f"give only one of --history, --compare, --hf and --init, not {' and '.join(modes)}.")
+    s = read_settings(args)
     if s.history:
         if not os.path.exists(os.path.join(s.history, "metrics.jsonl")):
             raise ValueError(f"{s.history}/metrics.jsonl does not exist; give the out_dir of a training run.")
@@ -148,17 +216,19 @@ def command(args):
         plot_history(s.history, path)
         print(f"wrote {path}")
         return
+    if s.survey:
+        from survey import run_survey
+        run_survey(s, measure_entry)
+        return
     if s.compare:
         entries, stem = [e.strip() for e in s.compare.split(",") if e.strip()], os.path.join(s.out_dir, "compare")
     elif s.init or s.hf:  # no run folder of their own: the files go into out_dir
         entries = ["init" if s.init else "hf:" + s.hf]
-        stem = os.path.join(s.out_dir, "condensation_" + ("init" if s.init else os.path.basename(s.hf.rstrip("/"))))
+        stem = os.path.join(s.out_dir, "condensation_" + ("init" if s.init else short_name(s.hf)))
     else:
         entries = [s.ckpt or os.path.join(s.out_dir, "ckpt.pt")]
         stem = os.path.join(entries[0] if os.path.isdir(entries[0]) else os.path.dirname(entries[0]), "condensation")
-    # mps only when asked for: not every torch version runs linalg.eigvalsh there
-    device = s.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    results = [measure_entry(e, s, device) for e in entries]
+    results = [measure_entry(e, s)[0] for e in entries]
     stem = s.save or stem
     os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
     with open(stem + ".json", "w") as f:
