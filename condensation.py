@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from model import GPT
@@ -74,7 +75,7 @@ def kendall(x, y):
 def layer_sums(h, lengths, bins):
     """Sums over the sequences of a batch, for one hidden-state entry h (B, T, C) whose sequence b holds
     lengths[b] tokens (right padding beyond is ignored). Returns the sums of the per-sequence mean cosine,
-    effective rank and top share, and the histogram counts of the pairs i < j (the same density as i != j).
+    effective rank and top share, and the histogram counts of the ordered pairs i != j.
 
     u_i = h_i / max(||h_i||, 1e-8); cos_ij = u_i . u_j; mean_cos = sum_{i != j} cos_ij / (n (n - 1)).
     Effective rank (Roy & Vetterli 2007) = exp(-sum_k p_k log p_k), p_k = sigma_k / sum sigma, and
@@ -83,15 +84,15 @@ def layer_sums(h, lengths, bins):
     position) can dominate. sigma^2 are the eigenvalues of the cosine matrix itself (or of u^T u if C < T).
     """
     B, T, C = h.shape
+    padded = bool((lengths < T).any())  # full windows, the usual case, skip every mask
     valid = torch.arange(T, device=h.device) < lengths[:, None].to(h.device)  # (B, T)
-    h = h.float()
-    u = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-8) * valid[..., None]  # (B, T, C), padding -> 0
+    u = F.normalize(h.float(), dim=-1, eps=1e-8)  # (B, T, C)
+    if padded:
+        u = u * valid[..., None]  # padding -> 0
     cos = u @ u.transpose(1, 2)  # (B, T, T)
     n = valid.sum(1).float()  # (B,)
     diag = cos.diagonal(dim1=1, dim2=2).sum(1)  # (B,) about n; a zero token contributes 0
     mean_cos = (cos.sum((1, 2)) - diag) / (n * (n - 1))  # (B,)
-    pairs = torch.triu(torch.ones(T, T, dtype=torch.bool, device=h.device), 1) & valid[:, :, None] & valid[:, None, :]
-    counts = torch.histc(cos[pairs].clamp(-1, 1), bins=bins, min=-1, max=1).long()  # (bins,) exact when summed
     gram = cos if T <= C else u.transpose(1, 2) @ u  # (B, T, T) or (B, C, C): the same nonzero eigenvalues
     eig = eigenvalues(gram)  # (B, min(T, C)) sigma^2, ascending
     tol = eig[:, -1:] * eig.shape[1] * torch.finfo(eig.dtype).eps  # rounding noise below it (matrix_rank's rule)
@@ -100,6 +101,12 @@ def layer_sums(h, lengths, bins):
     p = sigma / sigma.sum(1, keepdim=True).clamp_min(1e-12)
     erank = torch.exp(-torch.xlogy(p, p).sum(1))  # (B,)
     top = eig[:, -1] / eig.sum(1).clamp_min(1e-12)  # (B,)
+    # The histogram, in place on cos (no longer needed): histc leaves out values beyond [-1, 1], so the
+    # diagonal and the pairs with a padding token are set to 2 instead of being masked out by a copy.
+    cos.clamp_(-1, 1).diagonal(dim1=1, dim2=2).fill_(2)
+    if padded:
+        cos.masked_fill_(~(valid[:, :, None] & valid[:, None, :]), 2)
+    counts = torch.histc(cos, bins=bins, min=-1, max=1).long()  # (bins,) exact integers when summed
     return torch.stack([mean_cos.sum(), erank.sum(), top.sum()]), counts
 
 
