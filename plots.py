@@ -75,3 +75,23 @@ def plot_history(out_dir, path):
     ax3.set(xlabel="iteration", ylabel="Spearman: mean cosine vs depth", ylim=(-1.05, 1.05), title="trend")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def plot_trend(rows, late_cos, path):
+    """The paper's trend figure: Spearman (left) and late-layer mean cosine (right) against parameter count,
+    log scale, one line per family. rows: dicts with family, params and result (a Result), smallest first."""
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for family in dict.fromkeys(r["family"] for r in rows):  # in the survey file's order
+        mine = sorted((r for r in rows if r["family"] == family), key=lambda r: r["params"])
+        params = [r["params"] for r in mine]
+        ax1.plot(params, [r["result"].spearman for r in mine], "o-", label=family)
+        ax2.plot(params, [late_cos(r["result"]) for r in mine], "o-", label=family)
+    ax1.axhline(0, color="gray", lw=0.5)
+    ax1.set(xscale="log", xlabel="parameters", ylabel="Spearman: mean cosine vs depth", ylim=(-1.05, 1.05),
+            title="condensation trend (+1: cosine rises with every layer)")
+    ax2.set(xscale="log", xlabel="parameters", ylabel="mean cosine, late half of the layers",
+            title="how narrow the late layers' cone is")
+    ax1.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

@@ -263,3 +263,40 @@ def test_folder_errors_are_one_sentence(hf, tmp_path):
             main([*args, f"--out_dir={tmp_path}"])
         assert message in str(e.value), (args, str(e.value))
         assert str(e.value).startswith("error: ") and "\n" not in str(e.value)
+
+
+# -----------------------------------------------------------------------------
+# the survey: families by size, the trend figure
+
+
+def test_survey_measures_each_model_once_and_draws_the_trend(hf, tmp_path, monkeypatch, capsys):
+    survey = tmp_path / "tiny_survey.py"
+    survey.write_text(f"families = {{'A': [{str(hf / 'gpt2')!r}, {str(hf / 'llama')!r}],\n"
+                      f"            'B': [{str(hf / 'gpt_neox')!r}, {str(tmp_path / 'not_there')!r}]}}\n")
+    args = [f"--survey={survey}", f"--text_file={hf / 'plays.txt'}", "--seq_len=16", "--num_sequences=3",
+            f"--out_dir={tmp_path}"]
+    with pytest.raises(SystemExit) as e:  # one model is missing: the others are measured, then one sentence
+        main(args)
+    assert "1 of 4 models could not be measured" in str(e.value) and "not_there" in str(e.value)
+    rows = json.loads((tmp_path / "tiny_survey" / "survey.json").read_text())
+    assert [(r["family"], os.path.basename(r["model"])) for r in rows] == [("A", "gpt2"), ("A", "llama"),
+                                                                          ("B", "gpt_neox")]
+    params = {os.path.basename(r["model"]): r["params"] for r in rows}
+    for arch, layers in (("gpt2", 2), ("llama", 3), ("gpt_neox", 4)):  # counted, tied weights once
+        assert params[arch] == sum({p.data_ptr(): p.numel() for p in tiny(arch, layers).parameters()}.values())
+    main([f"--hf={hf / 'llama'}", *args[1:], f"--save={tmp_path}/single"])  # the survey measures as --hf does
+    assert rows[1]["result"] == json.loads((tmp_path / "single.json").read_text())
+    assert (tmp_path / "tiny_survey" / "survey.png").stat().st_size > 10_000
+    assert "| A | llama |" in (tmp_path / "tiny_survey" / "survey.md").read_text()
+
+    survey.write_text(survey.read_text().replace(f", {str(tmp_path / 'not_there')!r}", ""))
+    monkeypatch.setattr("measure.measure_entry", lambda *a: pytest.fail("a measured model was measured again"))
+    main(args)  # everything is there: nothing is measured, the figure is drawn again
+    assert len(json.loads((tmp_path / "tiny_survey" / "survey.json").read_text())) == 3
+
+
+def test_shipped_survey_file_reads():
+    from survey import read_survey
+    families = read_survey(os.path.join(ROOT, "studies", "models_survey.py"))
+    assert {"GPT-2", "Pythia", "SmolLM2", "Qwen3", "OLMo 2"} <= set(families)
+    assert all(len(models) >= 2 for models in families.values())
