@@ -17,7 +17,7 @@ virtual environment outside the repository, given by --authors_python; make it w
 (--system-site-packages reuses the torch installed here). Both sides read the same texts: consecutive pieces of
 the validation text of data/shakespeare, each cut to 512 GPT-2 tokens; theirs by its documented call with
 `texts=` (plot=False: the figure is not part of the measurement), ours by measure(). The time of a run is its
-measurement alone (tokenising included, loading the model not); the process's wall time is given too.
+measurement alone (tokenising included, loading the model not); the loading time is given apart.
 """
 
 import argparse
@@ -74,21 +74,54 @@ def make_model(folder, layers):
     gpt2_tokenizer(transformers).save_pretrained(folder)
 
 
+def measure_speed(model, sequences, batch_size, device, sync, repeats=3):
+    """measure()'s median wall time in ms on sequences (N, T), and the share of its statistics: 1 - the time
+    of the same forward passes with the statistics replaced by nothing / the whole. For bench.py's report."""
+    import torch
+    from condensation import find_blocks, measure, stream_hidden
+
+    def timed(fn):
+        times = []
+        for _ in range(repeats + 1):  # the first is a warm-up
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(1000 * (time.perf_counter() - t0))
+        return statistics.median(times[1:])
+
+    def forward_only():
+        with torch.no_grad():
+            for k in range(0, len(sequences), batch_size):
+                stream_hidden(model, sequences[k:k + batch_size].to(device), lambda l, h: None, find_blocks(model))
+
+    was_training = model.training
+    total = timed(lambda: measure(model, sequences, batch_size=batch_size, device=device))
+    model.eval()
+    forward = timed(forward_only)
+    model.train(was_training)
+    n, T = sequences.shape
+    return dict(sequences=n, seq_len=T, ms=total, sequences_per_s=n / (total / 1000),
+                tokens_per_s=n * T / (total / 1000), statistics_share=min(1.0, max(0.0, 1 - forward / total)))
+
+
 def peak_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def child_ours(a):
     """One measurement by measure(); prints {seconds, peak_mib, forward_seconds?}."""
+    start = time.perf_counter()
     sys.path.insert(0, ROOT)
     import torch
     from condensation import find_blocks, measure, stream_hidden
     from hf_models import load_hf
     model, tokenizer = load_hf(a.model, "cpu", "float32")
     t0 = time.perf_counter()
+    loading = t0 - start
     seqs = [torch.tensor(tokenizer(t, add_special_tokens=False)["input_ids"][:512]) for t in texts(a)]
     measure(model, seqs, batch_size=a.batch_size)
-    out = dict(seconds=time.perf_counter() - t0, peak_mib=peak_mib())
+    out = dict(seconds=time.perf_counter() - t0, peak_mib=peak_mib(), load_seconds=loading)
     if a.share:  # the forward passes alone, the same batches, the statistics replaced by nothing
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -100,6 +133,7 @@ def child_ours(a):
 
 def child_theirs(a):
     """One measurement by the authors' package, in its documented form; prints {seconds, peak_mib}."""
+    start = time.perf_counter()
     import transformers
     from embedding_condensation import measure_embedding_condensation
     model = transformers.AutoModel.from_pretrained(a.model)
@@ -108,7 +142,7 @@ def child_theirs(a):
     t0 = time.perf_counter()
     measure_embedding_condensation(model, tokenizer, texts=texts(a), repetitions=a.n, max_length=512,
                                    plot=False, save_path=None, show_progress=False)
-    print(json.dumps(dict(seconds=time.perf_counter() - t0, peak_mib=peak_mib())))
+    print(json.dumps(dict(seconds=time.perf_counter() - t0, peak_mib=peak_mib(), load_seconds=t0 - start)))
 
 
 def run_child(a, python, *args):
@@ -145,10 +179,10 @@ def main(a):
                 print(f"  {side}: {r}", flush=True)
         lines += ["", f"GPT-2-small shape (12 x 768, random weights), 16 sequences of 512 tokens, {a.repeats} runs each, "
                       "alternating; median (min - max):", "",
-                  "| | measurement s | process wall s | peak RSS MiB |", "|---|---:|---:|---:|"]
+                  "| | measurement s | loading s (imports, model) | peak RSS MiB |", "|---|---:|---:|---:|"]
         for side, name in (("ours", f"measure(), batch {a.batch_size}, every statistic"),
                            ("theirs", "embedding-condensation 2.0")):
-            lines.append(f"| {name} | {summary(runs[side], 'seconds')} | {summary(runs[side], 'wall')} | "
+            lines.append(f"| {name} | {summary(runs[side], 'seconds')} | {summary(runs[side], 'load_seconds')} | "
                          f"{summary(runs[side], 'peak_mib')} |")
         ours, theirs = runs["ours"], runs["theirs"]
         ratio = lambda k: statistics.median(r[k] for r in ours) / statistics.median(r[k] for r in theirs)

@@ -15,6 +15,7 @@ a table per model:
     python measure.py --out_dir=out/tiny_base                 # a checkpoint: out_dir/condensation.{json,png}
     python measure.py config/tiny_base.py --init=True         # the same model freshly initialised
     python measure.py --hf=gpt2                               # a Hugging Face causal LM (transformers)
+    python measure.py --hf=allenai/OLMo-2-1124-7B --dtype=bfloat16   # a 7B model on one GPU
     python measure.py --compare=out/a,out/b,init,hf:gpt2      # side-by-side figure and table: out_dir/compare.*
     python measure.py --compare=hf:EleutherAI/pythia-160m@step0,hf:EleutherAI/pythia-160m   # revisions
     python measure.py --history=out/tiny_disp                 # condensation over training, from metrics.jsonl

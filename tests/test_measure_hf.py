@@ -300,3 +300,14 @@ def test_shipped_survey_file_reads():
     families = read_survey(os.path.join(ROOT, "studies", "models_survey.py"))
     assert {"GPT-2", "Pythia", "SmolLM2", "Qwen3", "OLMo 2"} <= set(families)
     assert all(len(models) >= 2 for models in families.values())
+
+
+def test_measure_speed_for_bench_reports_the_statistics_share():
+    from bench_measure import measure_speed
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=100))
+    row = measure_speed(model, torch.randint(100, (6, 64)), 4, "cpu", lambda: None, repeats=1)
+    assert row["sequences"] == 6 and row["seq_len"] == 64 and 0 <= row["statistics_share"] <= 1
+    assert row["tokens_per_s"] == pytest.approx(6 * 64 / (row["ms"] / 1000))
+    assert model.training  # put back as it was
