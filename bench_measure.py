@@ -7,8 +7,9 @@ memory as depth and the number of sequences grow.
     python bench_measure.py --repeats=5 --sections=authors    # only the side-by-side runs
 
 Each run is a separate process (`python bench_measure.py --child=...`), so its peak resident size (ru_maxrss:
-Python, torch, transformers, the model and everything measure() allocates) is its own. Runs alternate (ours,
-theirs, ours, ...) and repeat, and the tables give the median and the range, since the CPU may be shared.
+Python, torch, transformers, the model and everything measure() allocates) is its own; the peak while measuring
+alone is read from /proc/self/status (VmHWM, reset once the model is loaded), less the size right then.
+Runs alternate (ours, theirs, ours, ...) and repeat; the tables give the median and the range (a shared CPU).
 The authors' package (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run from its own
 virtual environment outside the repository, given by --authors_python; make it with
 
@@ -106,7 +107,20 @@ def measure_speed(model, sequences, batch_size, device, sync, repeats=3):
 
 
 def peak_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """Peak resident size of this process so far, loading included (ru_maxrss, KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def status_mib(key):
+    """VmRSS (now) or VmHWM (the peak since the last reset_peak) of this process, from /proc/self/status."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / 1024
+
+
+def reset_peak():
+    """Start VmHWM afresh (Linux 4.0+), so the peak of the measurement is seen apart from the loading's."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def child_ours(a):
@@ -114,14 +128,21 @@ def child_ours(a):
     start = time.perf_counter()
     sys.path.insert(0, ROOT)
     import torch
-    from condensation import find_blocks, measure, stream_hidden
+    from condensation import find_blocks, fixed_mmap_threshold, measure, stream_hidden
     from hf_models import load_hf
+    fixed_mmap_threshold()  # as measure.py's command does
     model, tokenizer = load_hf(a.model, "cpu", "float32")
+    with torch.no_grad():  # transformers maps the weights file lazily: read every weight once, so that they
+        for p in model.parameters():  # count as loaded, as the other side's copy does, not as measuring
+            p.sum()
+    loaded = status_mib("VmRSS")
+    reset_peak()
     t0 = time.perf_counter()
     loading = t0 - start
     seqs = [torch.tensor(tokenizer(t, add_special_tokens=False)["input_ids"][:512]) for t in texts(a)]
     measure(model, seqs, batch_size=a.batch_size)
-    out = dict(seconds=time.perf_counter() - t0, peak_mib=peak_mib(), load_seconds=loading)
+    out = dict(seconds=time.perf_counter() - t0, peak_mib=peak_mib(), load_seconds=loading, loaded_mib=loaded,
+               measure_peak_mib=status_mib("VmHWM"))
     if a.share:  # the forward passes alone, the same batches, the statistics replaced by nothing
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -139,16 +160,20 @@ def child_theirs(a):
     model = transformers.AutoModel.from_pretrained(a.model)
     model.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(a.model)
+    loaded = status_mib("VmRSS")
+    reset_peak()
     t0 = time.perf_counter()
     measure_embedding_condensation(model, tokenizer, texts=texts(a), repetitions=a.n, max_length=512,
                                    plot=False, save_path=None, show_progress=False)
-    print(json.dumps(dict(seconds=time.perf_counter() - t0, peak_mib=peak_mib(), load_seconds=t0 - start)))
+    print(json.dumps(dict(seconds=time.perf_counter() - t0, peak_mib=peak_mib(), load_seconds=t0 - start,
+                          loaded_mib=loaded, measure_peak_mib=status_mib("VmHWM"))))
 
 
 def run_child(a, python, *args):
     """Run one child process; its JSON line, with the process's wall time."""
     t0 = time.perf_counter()
-    command = [python, os.path.abspath(__file__), *args, f"--texts={os.path.join(a.out_dir, 'bench_measure', 'texts.json')}"]
+    texts_file = os.path.join(a.out_dir, "bench_measure", "texts.json")
+    command = [python, os.path.abspath(__file__), *args, f"--texts={texts_file}"]
     p = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if p.returncode != 0:
         raise SystemExit(f"error: a benchmark run failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}")
@@ -177,37 +202,48 @@ def main(a):
                               f"--batch_size={a.batch_size}", *(["--share"] if side == "ours" else []))
                 runs[side].append(r)
                 print(f"  {side}: {r}", flush=True)
-        lines += ["", f"GPT-2-small shape (12 x 768, random weights), 16 sequences of 512 tokens, {a.repeats} runs each, "
-                      "alternating; median (min - max):", "",
-                  "| | measurement s | loading s (imports, model) | peak RSS MiB |", "|---|---:|---:|---:|"]
+        lines += ["", "GPT-2-small shape (12 x 768, random weights), 16 sequences of 512 tokens, "
+                      f"{a.repeats} runs each, "
+                      "alternating; median (min - max). Peak RSS: the whole process, loading included; measuring: "
+                      "the peak while measuring, less the resident size once the model was loaded:", "",
+                  "| | measurement s | loading s | peak RSS MiB | loaded MiB | measuring adds MiB |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for side, name in (("ours", f"measure(), batch {a.batch_size}, every statistic"),
                            ("theirs", "embedding-condensation 2.0")):
+            for r in runs[side]:
+                r["adds_mib"] = r["measure_peak_mib"] - r["loaded_mib"]
             lines.append(f"| {name} | {summary(runs[side], 'seconds')} | {summary(runs[side], 'load_seconds')} | "
-                         f"{summary(runs[side], 'peak_mib')} |")
+                         f"{summary(runs[side], 'peak_mib')} | {summary(runs[side], 'loaded_mib')} | "
+                         f"{summary(runs[side], 'adds_mib')} |")
         ours, theirs = runs["ours"], runs["theirs"]
         ratio = lambda k: statistics.median(r[k] for r in ours) / statistics.median(r[k] for r in theirs)
         forward = statistics.median(r["forward_seconds"] for r in ours)
         total = statistics.median(r["seconds"] for r in ours)
-        lines += ["", f"ours / theirs: time {ratio('seconds'):.2f}x, peak memory {ratio('peak_mib'):.2f}x. "
-                      f"Ours: forward passes alone {forward:.1f} s, so the statistics take about "
-                      f"{max(total - forward, 0):.1f} s ({100 * max(total - forward, 0) / total:.0f}% of the "
-                      "measurement; tokenising is in the rest)."]
+        lines += ["", f"ours / theirs (medians): time {ratio('seconds'):.2f}x, peak memory {ratio('peak_mib'):.2f}x, "
+                      f"memory added by measuring {ratio('adds_mib'):.2f}x. Ours: the forward passes alone "
+                      f"{forward:.1f} s, so the statistics take about {max(total - forward, 0):.1f} s "
+                      f"({100 * max(total - forward, 0) / total:.0f}% of the measurement; tokenising is in the rest).",
+                  "Pairs (ours s / theirs s, in run order): "
+                  + ", ".join(f"{o['seconds']:.0f}/{t['seconds']:.0f}" for o, t in zip(ours, theirs))]
     if "batch" in sections:
         lines += ["", "Our batch size (16 sequences of 512 tokens, 12 layers, one run each):", "",
-                  "| batch | measurement s | peak RSS MiB |", "|---:|---:|---:|"]
+                  "| batch | measurement s | peak RSS MiB | measuring adds MiB |", "|---:|---:|---:|---:|"]
         for b in (1, 2, 4, 8):
             r = run_child(a, sys.executable, "--child=ours", f"--model={folder}/gpt2_12", "--n=16", f"--batch_size={b}")
             print(f"  batch {b}: {r}", flush=True)
-            lines.append(f"| {b} | {r['seconds']:.1f} | {r['peak_mib']:.0f} |")
+            lines.append(f"| {b} | {r['seconds']:.1f} | {r['peak_mib']:.0f} | "
+                         f"{r['measure_peak_mib'] - r['loaded_mib']:.0f} |")
     if "scaling" in sections:
         make_model(f"{folder}/gpt2_24", 24)
         lines += ["", f"Our peak memory as depth and N grow (batch {a.batch_size}, 512 tokens, one run each):", "",
-                  "| layers | N | measurement s | peak RSS MiB |", "|---:|---:|---:|---:|"]
+                  "| layers | N | measurement s | peak RSS MiB | loaded MiB | measuring adds MiB |",
+                  "|---:|---:|---:|---:|---:|---:|"]
         for layers, n in ((12, 16), (24, 16), (12, 128)):
             r = run_child(a, sys.executable, "--child=ours", f"--model={folder}/gpt2_{layers}", f"--n={n}",
                           f"--batch_size={a.batch_size}")
             print(f"  {layers} layers, N={n}: {r}", flush=True)
-            lines.append(f"| {layers} | {n} | {r['seconds']:.1f} | {r['peak_mib']:.0f} |")
+            lines.append(f"| {layers} | {n} | {r['seconds']:.1f} | {r['peak_mib']:.0f} | {r['loaded_mib']:.0f} | "
+                         f"{r['measure_peak_mib'] - r['loaded_mib']:.0f} |")
     lines.append(f"\nload average (1 min) at the end {os.getloadavg()[0]:.2f}")
     report = "\n".join(lines)
     print("\n" + report)

@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 # The library lives in condensation.py; these names stay importable from measure.py, as they always were.
-from condensation import (Result, add_batch, hidden_stats, kendall, measure, model_limits,  # noqa: F401
-                          spearman, text_windows, val_windows, windows)
+from condensation import (Result, add_batch, fixed_mmap_threshold, hidden_stats, kendall,  # noqa: F401
+                          measure, model_limits, spearman, text_windows, val_windows, windows)
 from configurator import configure
 from hf_models import bos_prefix, hf_encode, load_hf, parameter_count, short_name
 from model import GPT, config_from_settings, load_checkpoint, model_from_checkpoint, pick_device
@@ -245,6 +245,7 @@ def command(args):
 
 
 def main(args):
+    fixed_mmap_threshold()  # memory flat in the number of sequences (condensation.py says why)
     try:
         command(args)
     except ValueError as e:  # ConfigError too: a mistake the user can fix, said in one sentence

@@ -230,7 +230,8 @@ def test_hub_errors_are_one_sentence(kind, message, monkeypatch):
         import transformers.utils.hub
         monkeypatch.setattr(transformers.utils.hub, "hf_hub_download", hub_failure(kind))
     with pytest.raises(SystemExit) as e:
-        main(["--hf=someone/model" + ("@step7" if kind == "RevisionNotFoundError" else ""), f"--text_file={ROOT}/README.md"])
+        revision = "@step7" if kind == "RevisionNotFoundError" else ""
+        main([f"--hf=someone/model{revision}", f"--text_file={ROOT}/README.md"])
     assert str(e.value).startswith(f"error: {message}") and str(e.value).count(". ") == 0
 
 
