@@ -42,7 +42,8 @@ import torch
 
 from configurator import configure
 from dispersion import VARIANTS, dispersion_loss, select_layers
-from measure import add_batch, data_meta, measure, val_windows
+from bench_measure import measure_speed
+from measure import data_meta, val_windows
 from model import GPT, config_from_settings, peak_flops, pick_device
 from settings import defaults
 
@@ -330,30 +331,6 @@ def cuda_term_peak(s, hidden, layers):
 
 
 # -----------------------------------------------------------------------------
-# measure() throughput
-
-
-def bench_measure(s, model, sequences, device, device_type):
-    """Wall time of measure() on the sequences, and of its statistics alone (add_batch on one batch's hidden
-    states, times the number of batches); the forward passes take the rest."""
-    repeats = max(1, min(3, s.term_repeats or 3))
-    total = median_ms(lambda: measure(model, sequences, batch_size=s.measure_batch_size, device=device),
-                      device_type, repeats)
-    batch = sequences[:s.measure_batch_size]
-    lengths = torch.full((len(batch),), batch.size(1), device=device)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        hidden = model(batch.to(device), return_hidden=True)[2]
-        stats = median_ms(lambda: add_batch([], hidden, lengths, 128), device_type, repeats)
-    model.train(was_training)
-    stats *= math.ceil(len(sequences) / s.measure_batch_size)
-    n, T = sequences.shape
-    return dict(sequences=n, seq_len=T, ms=total, sequences_per_s=n / (total / 1000),
-                tokens_per_s=n * T / (total / 1000), statistics_share=min(1.0, stats / total))
-
-
-# -----------------------------------------------------------------------------
 # report
 
 
@@ -434,7 +411,8 @@ def main(args):
         memory_rows, ms = bench_memory(s, len(layers), s.batch_size, s.n_embd, device)
     if s.measure_sequences:
         sequences = val_windows(folder, s.measure_sequences, s.block_size, s.seed + 1)  # (N, T)
-        measure_row = bench_measure(s, model, sequences, device, device_type)
+        measure_row = measure_speed(model, sequences, s.measure_batch_size, device, lambda: sync(device_type),
+                                    repeats=max(1, min(3, s.term_repeats or 3)))
     load = (load_before[0], os.getloadavg()[0])
 
     lines = [*header, f"load average (1 min) before {load[0]:.2f}, after {load[1]:.2f}", "",

@@ -209,7 +209,7 @@ def test_bad_sequences_raise_one_clear_sentence(sequences, message):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """A char-level data dir, a GPT-2-style one, a tiny checkpoint and a tiny saved Hugging Face model."""
+    """A char-level data dir, a GPT-2-style one and a tiny checkpoint (tests/test_measure_hf.py: Hugging Face)."""
     tmp = tmp_path_factory.mktemp("measure")
     chars = [chr(c) for c in range(32, 92)]  # 60 characters
     val = np.random.default_rng(0).integers(0, len(chars), 2000).astype(np.uint16)
@@ -223,11 +223,6 @@ def files(tmp_path_factory):
     (tmp / "run").mkdir()
     torch.save({"model": model.state_dict(), "model_args": asdict(model.config), "iter_num": 10,
                 "best_val_loss": 2.0, "config": {"dataset": "tiny_char"}}, tmp / "run" / "ckpt.pt")
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(1)
-    transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=3, n_head=2, n_embd=32, n_positions=64,
-                                                         vocab_size=100, bos_token_id=0, eos_token_id=0)
-                                 ).save_pretrained(tmp / "hf_tiny")
     return tmp
 
 
@@ -282,15 +277,15 @@ def test_command_measures_a_fresh_model_from_a_train_config_file(files):
     check_png(out / "condensation_init.png")
 
 
-def test_command_compares_checkpoint_fresh_and_hugging_face_models(files):
+def test_command_compares_checkpoint_and_fresh_models(files):
     out = files / "cmp"
-    p = run(f"--compare={files / 'run'},init,hf:{files / 'hf_tiny'}", f"--data_dir={files / 'gpt2'}",
+    p = run(f"--compare={files / 'run'},init", f"--data_dir={files / 'gpt2'}",
             f"--out_dir={out}", "--num_sequences=4", "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16")
     assert p.returncode == 0, p.stderr
     results = json.loads((out / "compare.json").read_text())
-    assert [r["name"] for r in results] == ["run", "init", "hf_tiny"]
-    assert [len(r["mean_cos"]) for r in results] == [3, 2, 4]
-    assert [r["num_tokens"] for r in results] == [4 * 32, 4 * 16, 4 * 64]
+    assert [r["name"] for r in results] == ["run", "init"]
+    assert [len(r["mean_cos"]) for r in results] == [3, 2]
+    assert [r["num_tokens"] for r in results] == [4 * 32, 4 * 16]
     for r in results:
         assert f"{r['name']:20s} {r['spearman']:+9.3f} {r['kendall']:+8.3f}" in p.stdout
     check_png(out / "compare.png")

@@ -1,0 +1,97 @@
+"""Figures of measure.py: the condensation signature of one or several models, and condensation over training."""
+
+import json
+import os
+
+import numpy as np
+
+
+def pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_signatures(results, path):
+    """One signature heatmap per model: x = layer fraction l / n_layer, y = cosine, colour = density, white
+    dots = mean_cos. Several models get the paper's figure 2 layout: a last panel of Spearman and Kendall."""
+    from matplotlib.colors import PowerNorm
+    plt = pyplot()
+    panels = len(results) + (len(results) > 1)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        hist = np.array(r.hist)  # (L+1, bins)
+        L = len(hist) - 1
+        x_edges = (np.arange(L + 2) - 0.5) / L  # one column centred on each l / L
+        mesh = ax.pcolormesh(x_edges, np.linspace(-1, 1, hist.shape[1] + 1), hist.T, cmap="magma", norm=PowerNorm(0.5))
+        ax.plot(np.arange(L + 1) / L, r.mean_cos, "o-", color="white", ms=3, lw=1)
+        ax.set(xlabel="layer fraction l / n_layer", ylabel="cosine similarity", ylim=(-1, 1),
+               title=f"{r.name} (spearman {r.spearman:+.2f})")
+        fig.colorbar(mesh, ax=ax, label="density (square-root colour scale)")
+    if len(results) > 1:
+        ax = axes[0][-1]
+        ax.plot([r.spearman for r in results], "o-", label="Spearman")
+        ax.plot([r.kendall for r in results], "s--", label="Kendall tau-b")
+        ax.axhline(0, color="gray", lw=0.5)
+        ax.set_xticks(range(len(results)), [r.name for r in results], rotation=30, ha="right")
+        ax.set(xlim=(-0.5, len(results) - 0.5), ylim=(-1.05, 1.05), ylabel="rank correlation of mean cosine with depth",
+               title="condensation trend")
+        ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_history(out_dir, path):
+    """Loss curves, mean cosine per hidden-state entry, and Spearman against iteration, from metrics.jsonl."""
+    records = []
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        for i, line in enumerate(f, 1):
+            try:
+                records += [json.loads(line)] if line.strip() else []
+            except json.JSONDecodeError:
+                raise ValueError(f"line {i} of {out_dir}/metrics.jsonl is not JSON; fix or delete that line.") from None
+    steps = [r for r in records if "loss" in r]
+    evals = [r for r in records if "val_loss" in r and "mean_cos" in r]
+    if not evals:
+        raise ValueError(f"{out_dir}/metrics.jsonl has no evaluation with mean_cos; train with track_sequences > 0.")
+    plt = pyplot()
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
+    it = [r["iter"] for r in evals]
+    ce = [r.get("ce", r["loss"]) for r in steps]  # "loss" includes the dispersion term; "ce" is comparable to eval
+    ax1.plot([r["iter"] for r in steps], ce, lw=0.7, alpha=0.6, label="train (steps)")
+    ax1.plot(it, [r["train_loss"] for r in evals], "o-", label="train (eval)")
+    ax1.plot(it, [r["val_loss"] for r in evals], "s-", label="val")
+    ax1.set(xlabel="iteration", ylabel="cross-entropy loss", title="loss")
+    ax1.legend()
+    cos = np.array([r["mean_cos"] for r in evals])  # (evaluations, L+1)
+    colours = plt.get_cmap("viridis")(np.linspace(0, 1, cos.shape[1]))
+    for l in range(cos.shape[1]):
+        ax2.plot(it, cos[:, l], color=colours[l], label=f"entry {l}")
+    ax2.set(xlabel="iteration", ylabel="mean cosine similarity", title="condensation per layer (0 = embedding)")
+    ax2.legend(fontsize=7, ncol=2)
+    ax3.plot(it, [r.get("spearman", float("nan")) for r in evals], "o-")
+    ax3.axhline(0, color="gray", lw=0.5)
+    ax3.set(xlabel="iteration", ylabel="Spearman: mean cosine vs depth", ylim=(-1.05, 1.05), title="trend")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def plot_trend(rows, late_cos, path):
+    """The paper's trend figure: Spearman (left) and late-layer mean cosine (right) against parameter count,
+    log scale, one line per family. rows: dicts with family, params and result (a Result), smallest first."""
+    plt = pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for family in dict.fromkeys(r["family"] for r in rows):  # in the survey file's order
+        mine = sorted((r for r in rows if r["family"] == family), key=lambda r: r["params"])
+        params = [r["params"] for r in mine]
+        ax1.plot(params, [r["result"].spearman for r in mine], "o-", label=family)
+        ax2.plot(params, [late_cos(r["result"]) for r in mine], "o-", label=family)
+    ax1.axhline(0, color="gray", lw=0.5)
+    ax1.set(xscale="log", xlabel="parameters", ylabel="Spearman: mean cosine vs depth", ylim=(-1.05, 1.05),
+            title="condensation trend (+1: cosine rises with every layer)")
+    ax2.set(xscale="log", xlabel="parameters", ylabel="mean cosine, late half of the layers",
+            title="how narrow the late layers' cone is")
+    ax1.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
