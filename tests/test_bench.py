@@ -19,8 +19,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench import (BENCH_SETTINGS, max_iters_for, peak_flop_rate, read_settings, saved_bytes,
-                   setting_overrides, timed_records, training_table)
+from bench import (BENCH_SETTINGS, max_iters_for, peak_flop_rate, read_settings, setting_overrides,
+                   timed_records, training_table)
+from bench_loss import saved_bytes
 from model import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parents[1]
