@@ -128,9 +128,8 @@ def child_ours(a):
     start = time.perf_counter()
     sys.path.insert(0, ROOT)
     import torch
-    from condensation import find_blocks, fixed_mmap_threshold, measure, stream_hidden
+    from condensation import find_blocks, measure, stream_hidden
     from hf_models import load_hf
-    fixed_mmap_threshold()  # as measure.py's command does
     model, tokenizer = load_hf(a.model, "cpu", "float32")
     with torch.no_grad():  # transformers maps the weights file lazily: read every weight once, so that they
         for p in model.parameters():  # count as loaded, as the other side's copy does, not as measuring
@@ -256,7 +255,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out_dir", default=os.path.join(ROOT, "out"))
     parser.add_argument("--repeats", type=int, default=3, help="runs per side in the side-by-side section")
-    parser.add_argument("--batch_size", type=int, default=4, help="our sequences per forward pass")
+    parser.add_argument("--batch_size", type=int, default=1, help="our sequences per forward pass")
     parser.add_argument("--sections", default="authors,batch,scaling", help="authors, batch and/or scaling")
     parser.add_argument("--authors_python", default="/tmp/authvenv/bin/python",
                         help="python of a virtual environment with embedding-condensation==2.0")

@@ -9,7 +9,6 @@ cone, layer by layer. Definitions: docs/condensation.md, sections 1 and 2.
 measure.py is the command around this library; plots.py draws its figures.
 """
 
-import ctypes
 import json
 import math
 import os
@@ -109,19 +108,6 @@ def layer_sums(h, lengths, bins):
         cos.masked_fill_(~(valid[:, :, None] & valid[:, None, :]), 2)
     counts = torch.histc(cos, bins=bins, min=-1, max=1).long()  # (bins,) exact integers when summed
     return torch.stack([mean_cos.sum(), erank.sum(), top.sum()]), counts
-
-
-def fixed_mmap_threshold(nbytes=4 << 20):
-    """On glibc, give every buffer of nbytes or more its own mapping, returned to the system when freed. By
-    default glibc raises that threshold as large buffers are freed, after which the per-layer buffers of a
-    measurement come from the heap and fragment it: the peak then crept up with the number of sequences (a
-    4-layer GPT-2-small-width model, 48 windows of 512 tokens: +215 to +345 MiB over the loaded model, against
-    +157 for 8 or 48 with the threshold fixed). Process-wide, so measure.py's command sets it for its own process
-    and the library leaves a caller's allocator (train.py's) alone. Does nothing without glibc."""
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(-3, nbytes)  # -3: M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def eigenvalues(gram):
@@ -265,7 +251,7 @@ def hooks_agree(model, blocks, x):
 
 
 @torch.no_grad()
-def measure(model, sequences, *, bins=128, batch_size=8, device=None, name="", progress=None):
+def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", progress=None):
     """The condensation Result of model over sequences: a list of 1-D token tensors of any lengths from 2
     up to the model's context, or an (N, T) tensor. Input that cannot be measured raises ValueError.
 

@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 # The library lives in condensation.py; these names stay importable from measure.py, as they always were.
-from condensation import (Result, add_batch, fixed_mmap_threshold, hidden_stats, kendall,  # noqa: F401
-                          measure, model_limits, spearman, text_windows, val_windows, windows)
+from condensation import (Result, add_batch, hidden_stats, kendall, measure, model_limits,  # noqa: F401
+                          spearman, text_windows, val_windows, windows)
 from configurator import configure
 from hf_models import bos_prefix, hf_encode, load_hf, parameter_count, short_name
 from model import GPT, config_from_settings, load_checkpoint, model_from_checkpoint, pick_device
@@ -65,7 +65,7 @@ MEASURE_SETTINGS = dict(
     bos="auto",  # Hugging Face models: 'auto' puts what the tokenizer itself puts before a text (Llama's and
     # Gemma's <bos>; nothing for GPT-2, Qwen, Pythia), as the paper's code did; 'always' or 'never' a BOS token
     bins=128,  # histogram bins on [-1, 1]
-    measure_batch_size=4,  # sequences per forward pass; memory grows with it, speed hardly (docs/performance.md)
+    measure_batch_size=1,  # sequences per forward pass: on a CPU 1 is fastest and lightest (bench_measure.py)
     save="",  # path stem of the files written (SAVE.json, SAVE.png); empty picks a name in out_dir
 )
 
@@ -245,7 +245,6 @@ def command(args):
 
 
 def main(args):
-    fixed_mmap_threshold()  # memory flat in the number of sequences (condensation.py says why)
     try:
         command(args)
     except ValueError as e:  # ConfigError too: a mistake the user can fix, said in one sentence
