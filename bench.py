@@ -1,29 +1,31 @@
 """
-Benchmark the training step with the dispersion loss off and with each variant on (time, tokens/s, peak memory,
-MFU), the dispersion term alone (bench_loss.py: stacked over layers vs a loop, and its activation memory), and
-measure()'s speed (bench_measure.py).
+Benchmark the training step with the dispersion loss off and with each variant on (time, tokens/s, peak
+memory, MFU), the dispersion term alone (bench_loss.py: stacked over layers vs a loop, and its activation
+memory), and measure()'s speed (bench_measure.py).
 
     python bench.py config/tiny_base.py --threads=1                     # CPU: off and all six variants
     python bench.py config/tiny_base.py --variants=angular --repeats=5
     python bench.py config/small_base.py --warmup=10 --iters=50 --log_every=10    # one GPU: bf16 and compile
     # the MFU target: GPT-2-small shape (124M), bf16 and compile, on an H100/H200
-    python bench.py config/small_base.py --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --batch_size=16 \
-        --dropout=0.0 --variants=angular --warmup=10 --iters=50 --log_every=10
+    python bench.py config/small_base.py --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 \
+        --batch_size=16 --dropout=0.0 --variants=angular --warmup=10 --iters=50 --log_every=10
 
-Settings work as in train.py (config files, then --key=value) and go to every training run; BENCH_SETTINGS below
-steer the benchmark. It prints Markdown tables (they paste into the README) and writes SAVE.md and SAVE.json.
-On a CPU shared with other work use --threads=1: with more threads than free cores every parallel op waits for
-a descheduled thread, and the many small ops of the dispersion term suffer most (10x slower steps were seen).
+Settings work as in train.py (config files, then --key=value) and go to every training run; BENCH_SETTINGS
+below steer the benchmark. It prints Markdown tables (they paste into the README) and writes SAVE.md and
+SAVE.json. On a CPU shared with other work use --threads=1: with more threads than free cores every parallel
+op waits for a descheduled thread, and the many small ops of the dispersion term suffer most (10x slower steps
+were seen).
 
-Training: each setting (off, then each variant at dispersion_weight `weight` unless the settings give one) is a
-run of train.py itself in a subprocess, from scratch into a temporary out_dir; it evaluates once at iteration 0
-(left out of the step times) and logs every log_every steps. The first `warmup` steps (compilation, allocator,
-caches) are dropped; a run's figure is the median ms of its other records; a setting's figure is the median over
-`repeats` runs. Runs alternate (off, a, b, ..., then ..., b, a, off) so a change in machine load shows in the
-spread (max - min over repeats, relative to the median) instead of moving one setting. MFU = model FLOPs per
-token (model.flops_per_token: 6N + 12 L T C; the dispersion term is not counted) x tokens/s / the device's peak
-FLOP/s from model.PEAK_FLOPS, or --peak_tflops for a device not in it. Peak memory is train.py's peak_mem_mb:
-the tensors' peak on CUDA, the peak resident size of the whole process elsewhere.
+Training: each setting (off, then each variant at dispersion_weight `weight` unless the settings give one) is
+a run of train.py itself in a subprocess, from scratch into a temporary out_dir; it evaluates once at
+iteration 0 (left out of the step times) and logs every log_every steps. The first `warmup` steps
+(compilation, allocator, caches) are dropped; a run's figure is the median ms of its other records; a
+setting's figure is the median over `repeats` runs. Runs alternate (off, a, b, ..., then ..., b, a, off) so a
+change in machine load shows in the spread (max - min over repeats, relative to the median) instead of moving
+one setting. MFU = model FLOPs per token (model.flops_per_token: 6N + 12 L T C; the dispersion term is not
+counted) x tokens/s / the device's peak FLOP/s from model.PEAK_FLOPS, or --peak_tflops for a device not in it.
+Peak memory is train.py's peak_mem_mb: the tensors' peak on CUDA, the peak resident size of the whole process
+elsewhere.
 """
 
 import json
@@ -52,14 +54,18 @@ BENCH_SETTINGS = dict(
     iters=10,  # timed training steps per run, after the warm-up
     warmup=3,  # steps per run left out of the timing: compilation, allocator and cache warm-up
     repeats=3,  # runs per setting; each figure is the median over them
-    log_every=1,  # train.py's log_interval in the runs: a log waits for the device, so on a GPU use 10 or more
+    # train.py's log_interval in the runs: a log waits for the device, so on a GPU use 10 or more
+    log_every=1,
     variants="all",  # dispersion variants to run beside 'off': 'all', 'none' or names like 'angular,cosine'
     weight=0.1,  # dispersion_weight of the variant runs when the settings leave it at 0 (the paper's 0.1)
     threads=0,  # torch threads (OMP_NUM_THREADS) in the runs and here; 0 leaves the machine's default
-    peak_tflops=0.0,  # peak FLOP/s of the device in TFLOP/s, for MFU on a device model.PEAK_FLOPS lacks (a CPU)
+    # peak FLOP/s of the device in TFLOP/s, for MFU on a device model.PEAK_FLOPS lacks (a CPU)
+    peak_tflops=0.0,
     term_repeats=5,  # timed repeats of the dispersion term alone (stacked vs per-layer loop); 0 skips it
-    term_compile=None,  # also time the term under torch.compile; None: where the runs compile (compile setting)
-    memory_check=True,  # count the activation memory the dispersion term keeps for backward, for several max_tokens
+    # also time the term under torch.compile; None: where the runs compile (compile setting)
+    term_compile=None,
+    # count the activation memory the dispersion term keeps for backward, for several max_tokens
+    memory_check=True,
     measure_sequences=32,  # sequences of block_size tokens timed through measure.measure(); 0 skips it
     measure_batch_size=8,  # sequences per forward pass in measure()
     save="",  # path stem of the files written (SAVE.md, SAVE.json); empty means out_dir/bench
@@ -82,7 +88,8 @@ def read_settings(args):
         raise ValueError(f"unknown dispersion variant(s) {unknown or s.variants!r}; choose 'all', 'none' or "
                          f"names from {', '.join(VARIANTS)}.")
     if s.iters < 1 or s.warmup < 0 or s.repeats < 1 or s.log_every < 1:
-        raise ValueError("iters, repeats and log_every must be at least 1 and warmup at least 0; fix the settings.")
+        raise ValueError("iters, repeats and log_every must be at least 1 and warmup at least 0; "
+                         "fix the settings.")
     s.variants = names
     return s, train_args
 
@@ -91,7 +98,8 @@ def resolve_device(s):
     """(device, device_type, dtype name) as train.py picks them."""
     device, device_type, dtype, _ = pick_device(s.device, s.dtype)
     if device_type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device} is not available here (torch sees no CUDA GPU); pick --device=cpu.")
+        raise ValueError(f"device {device} is not available here (torch sees no CUDA GPU); "
+                         "pick --device=cpu.")
     return device, device_type, dtype
 
 
@@ -178,7 +186,8 @@ def bench_training(s, train_args):
         for repeat in range(s.repeats):
             for name in names if repeat % 2 == 0 else names[::-1]:
                 load = os.getloadavg()[0]
-                records = run_train(train_args, setting_overrides(name, s), os.path.join(tmp, f"{name}-{repeat}"), env)
+                records = run_train(train_args, setting_overrides(name, s),
+                                    os.path.join(tmp, f"{name}-{repeat}"), env)
                 kept = timed_records(records, s.warmup)
                 if not kept:
                     raise ValueError(f"no step was timed after the warm-up of {s.warmup}; raise iters.")
@@ -187,8 +196,8 @@ def bench_training(s, train_args):
                 runs[name]["ms"].append(ms)
                 runs[name]["peak_mem_mb"].append(mem)
                 runs[name]["load"].append(load)
-                print(f"  run {repeat + 1}/{s.repeats} {name:>13}: {ms:8.1f} ms/iter over {len(kept)} records, "
-                      f"load {load:.2f}", flush=True)
+                print(f"  run {repeat + 1}/{s.repeats} {name:>13}: {ms:8.1f} ms/iter over "
+                      f"{len(kept)} records, load {load:.2f}", flush=True)
     return runs
 
 
@@ -202,7 +211,8 @@ def training_rows(runs, tokens_per_iter, flops, peak):
         mems = [m for m in r["peak_mem_mb"] if m is not None]
         rows.append(dict(setting=name, ms=ms, ratio=ms / ms_off, tokens_per_s=tokens_per_s,
                          peak_mem_mb=statistics.median(mems) if mems else None,
-                         tflops=flops * tokens_per_s / 1e12, mfu=flops * tokens_per_s / peak if peak else None,
+                         tflops=flops * tokens_per_s / 1e12,
+                         mfu=flops * tokens_per_s / peak if peak else None,
                          spread=(max(r["ms"]) - min(r["ms"])) / ms, runs=r))
     return rows
 
@@ -239,11 +249,12 @@ def main(args):
               f"{torch.get_num_threads()} torch threads"
               + (f" (OMP_NUM_THREADS={s.threads} in the runs)" if s.threads else ""),
               f"model: {s.n_layer} layers, {s.n_embd} wide, block {s.block_size}, batch {s.batch_size} x "
-              f"{s.gradient_accumulation_steps}; {tokens_per_iter:,} tokens and {flops * tokens_per_iter / 1e12:.3g} "
-              f"model TFLOP per step; dispersion on hidden states {layers}, m = {m} tokens per sequence",
+              f"{s.gradient_accumulation_steps}; {tokens_per_iter:,} tokens and "
+              f"{flops * tokens_per_iter / 1e12:.3g} model TFLOP per step; dispersion on hidden states {layers}, "
+              f"m = {m} tokens per sequence",
               f"MFU against {peak / 1e12:.3g} TFLOP/s from {peak_source}" if peak else
-              f"MFU: no peak FLOP/s for {name} in model.PEAK_FLOPS, so it is not reported; give --peak_tflops=N "
-              "to set one"]
+              f"MFU: no peak FLOP/s for {name} in model.PEAK_FLOPS, so it is not reported; "
+              "give --peak_tflops=N to set one"]
     load_before = os.getloadavg()
     print("\n".join(header) + f"\nload average before: {load_before[0]:.2f}\n", flush=True)
 
@@ -253,10 +264,12 @@ def main(args):
     model = GPT(config_from_settings(vars(s), meta["vocab_size"])).to(device)
     term_rows, cuda_peaks, memory_rows, ms, measure_row = [], {}, [], [], None
     if s.term_repeats:
-        autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=getattr(torch, dtype))
+        autocast = (nullcontext() if dtype == "float32"
+                    else torch.autocast(device_type, dtype=getattr(torch, dtype)))
         x = val_windows(folder, s.batch_size, s.block_size, s.seed).to(device)  # (B, T)
         with autocast:
-            hidden = [h.detach().requires_grad_() for h in model(x, return_hidden=True)[2]]  # the states, as leaves
+            # the states, as leaves
+            hidden = [h.detach().requires_grad_() for h in model(x, return_hidden=True)[2]]
         print("dispersion term alone (forward + backward):")
         compile_too = s.term_compile if s.term_compile is not None else compiles
         term_rows = bench_term(s, hidden, layers, device_type, compile_too)
@@ -270,27 +283,32 @@ def main(args):
     load = (load_before[0], os.getloadavg()[0])
 
     lines = [*header, f"load average (1 min) before {load[0]:.2f}, after {load[1]:.2f}", "",
-             f"Training step ({s.repeats} runs per setting, median; {s.warmup} warm-up + {s.iters} timed steps, "
-             f"log every {s.log_every}; x off = ms / ms of 'off'; spread = (max - min) / median over runs; "
-             "peak MiB: " + ("max_memory_allocated" if device_type == "cuda" else "process peak RSS") + "):", "",
+             f"Training step ({s.repeats} runs per setting, median; {s.warmup} warm-up + "
+             f"{s.iters} timed steps, log every {s.log_every}; x off = ms / ms of 'off'; "
+             "spread = (max - min) / median over runs; "
+             "peak MiB: " + ("max_memory_allocated" if device_type == "cuda" else "process peak RSS")
+             + "):", "",
              *training_table(rows)]
     if term_rows:
-        lines += ["", f"Dispersion term alone, forward + backward on the model's hidden states ({len(layers)} layers x "
-                      f"{s.batch_size} sequences x {s.block_size} tokens, median of {s.term_repeats}). train.py uses "
-                      "the per-layer loop on a CPU and the stacked call elsewhere; 'compiled' is its form under "
-                      "torch.compile:", "", *term_table(term_rows, cuda_peaks)]
+        lines += ["", "Dispersion term alone, forward + backward on the model's hidden states "
+                      f"({len(layers)} layers x {s.batch_size} sequences x {s.block_size} tokens, median of "
+                      f"{s.term_repeats}). train.py uses the per-layer loop on a CPU and the stacked call "
+                      "elsewhere; 'compiled' is its form under torch.compile:", "",
+                  *term_table(term_rows, cuda_peaks)]
     if memory_rows:
-        lines += ["", f"Activation memory of the dispersion term (tensors kept for backward, stacked form) for "
-                      f"m = max_tokens, T = {s.block_size}, L x B = {len(layers)} x {s.batch_size}, C = {s.n_embd}; "
-                      "fit: bytes = 4 L B (a m C + k m^2):", "", *memory_table(memory_rows, ms)]
+        lines += ["", "Activation memory of the dispersion term (tensors kept for backward, stacked form) "
+                      f"for m = max_tokens, T = {s.block_size}, L x B = {len(layers)} x {s.batch_size}, "
+                      f"C = {s.n_embd}; fit: bytes = 4 L B (a m C + k m^2):", "",
+                  *memory_table(memory_rows, ms)]
     if measure_row:
         r = measure_row
         lines += ["", f"measure(): {r['sequences']} sequences of {r['seq_len']} tokens in {r['ms']:.0f} ms: "
-                      f"{r['sequences_per_s']:.1f} sequences/s, {r['tokens_per_s']:,.0f} tokens/s; statistics "
-                      f"{100 * r['statistics_share']:.0f}% of the time, forward passes the rest"]
+                      f"{r['sequences_per_s']:.1f} sequences/s, {r['tokens_per_s']:,.0f} tokens/s; "
+                      f"statistics {100 * r['statistics_share']:.0f}% of the time, forward passes the rest"]
     report = dict(command=args, device=device, device_name=name, dtype=dtype, torch=torch.__version__,
-                  threads=torch.get_num_threads(), load=load, tokens_per_iter=tokens_per_iter, flops_per_token=flops,
-                  peak_flops=peak, training=rows, term=term_rows, term_cuda_peak_mib=cuda_peaks,
+                  threads=torch.get_num_threads(), load=load, tokens_per_iter=tokens_per_iter,
+                  flops_per_token=flops, peak_flops=peak, training=rows, term=term_rows,
+                  term_cuda_peak_mib=cuda_peaks,
                   memory=[{**r, "mib": {str(m): v for m, v in r["mib"].items()}} for r in memory_rows],
                   measure=measure_row)
     save(s.save or os.path.join(s.out_dir, "bench"), "\n".join(lines), report)

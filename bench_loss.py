@@ -4,9 +4,9 @@ paths, chosen by dispersion_path), compiled or not, and the activation memory it
 
     python bench.py config/tiny_base.py --threads=1      # runs these after the training runs
 
-Memory: the tensors the loss saves for backward are counted (saved_bytes, through autograd's saved-tensor hooks)
-for several max_tokens = m and fitted to 4 * L * B * (a * m * C + k * m^2) bytes; docs/performance.md gives the
-fit for each variant.
+Memory: the tensors the loss saves for backward are counted (saved_bytes, through autograd's saved-tensor
+hooks) for several max_tokens = m and fitted to 4 * L * B * (a * m * C + k * m^2) bytes; docs/performance.md
+gives the fit for each variant.
 """
 
 import statistics
@@ -48,7 +48,8 @@ def stacked(hidden, layers, settings, loss=dispersion_loss):
 
 
 def looped(hidden, layers, settings, loss=dispersion_loss):
-    """train.py's way on a CPU: one call per layer (each draws its own token subset), then the mean over layers."""
+    """train.py's way on a CPU: one call per layer (each draws its own token subset), then the mean over
+    layers."""
     return sum(loss(hidden[i], **settings) for i in layers) / len(layers)
 
 
@@ -79,7 +80,8 @@ def bench_term(s, hidden, layers, device_type, compile_too):
 
 def saved_bytes(fn, inputs):
     """Bytes of the tensors autograd keeps for backward while fn() runs (the activation memory of fn), counted
-    once per storage and leaving out the inputs' own storage (the model keeps that anyway). Returns (bytes, out)."""
+    once per storage and leaving out the inputs' own storage (the model keeps that anyway). Returns (bytes,
+    out)."""
     own = {t.untyped_storage().data_ptr() for t in inputs}
     kept = {}
 
@@ -97,9 +99,10 @@ def saved_bytes(fn, inputs):
 def bench_memory(s, L, B, C, device):
     """Activation memory of the stacked dispersion term for several m = max_tokens < T and at m = T, on random
     hidden states of the training shape (memory depends on shapes only), with a least-squares fit of
-    bytes = 4 L B (a m C + k m^2): the gathered copy and the unit vectors (B m C each) plus k (B, m, m) matrices.
-    Each m < T is also counted at T doubled: the bytes grow only by the 8 T bytes of the int64 permutation the
-    gather keeps (randperm(T)[:m] is a view of it), so the memory is bounded by max_tokens, not T."""
+    bytes = 4 L B (a m C + k m^2): the gathered copy and the unit vectors (B m C each) plus k (B, m, m)
+    matrices. Each m < T is also counted at T doubled: the bytes grow only by the 8 T bytes of the int64
+    permutation the gather keeps (randperm(T)[:m] is a view of it), so the memory is bounded by max_tokens,
+    not T."""
     T = s.block_size
     ms = sorted({m for m in (T // 8, T // 4, T // 2, s.dispersion_tokens) if 2 <= m < T} | {T})
     rows = []
@@ -116,13 +119,14 @@ def bench_memory(s, L, B, C, device):
         (a, k), *_ = np.linalg.lstsq(x, y, rcond=None)
         fit_error = float(np.max(np.abs(x @ [a, k] - y) / y))
         growth = [counted[(m, 2 * T)] - counted[(m, T)] for m in ms if m < T]
-        rows.append(dict(variant=variant, mib={m: counted[(m, T)] / 2**20 for m in ms}, a=float(a), k=float(k),
-                         fit_error=fit_error, growth_2t=max(growth or [0])))
+        rows.append(dict(variant=variant, mib={m: counted[(m, T)] / 2**20 for m in ms}, a=float(a),
+                         k=float(k), fit_error=fit_error, growth_2t=max(growth or [0])))
     return rows, ms
 
 
 def cuda_term_peak(s, hidden, layers):
-    """CUDA only: the peak extra memory allocated during forward + backward of the stacked term (transients too)."""
+    """CUDA only: the peak extra memory allocated during forward + backward of the stacked term (transients
+    too)."""
     out = {}
     for variant in s.variants:
         settings = loss_settings(s, variant)
@@ -145,13 +149,15 @@ def term_table(rows, cuda_peaks):
              + (" CUDA peak extra MiB (with the states' gradients) |" if cuda_peaks else ""),
              "|---|---:|---:|---:|---:|" + ("---:|" if cuda_peaks else "")]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['stacked']:.2f} | {r['looped']:.2f} | {r['looped'] / r['stacked']:.2f} | "
-                     f"{fmt(r['compiled'], '.2f')} |" + (f" {cuda_peaks[r['variant']]:.1f} |" if cuda_peaks else ""))
+        lines.append(f"| {r['variant']} | {r['stacked']:.2f} | {r['looped']:.2f} | "
+                     f"{r['looped'] / r['stacked']:.2f} | {fmt(r['compiled'], '.2f')} |"
+                     + (f" {cuda_peaks[r['variant']]:.1f} |" if cuda_peaks else ""))
     return lines
 
 
 def memory_table(rows, ms):
-    lines = ["| variant | " + " | ".join(f"MiB at m={m}" for m in ms) + " | a | k | fit error | growth at 2T, bytes |",
+    lines = ["| variant | " + " | ".join(f"MiB at m={m}" for m in ms)
+             + " | a | k | fit error | growth at 2T, bytes |",
              "|---|" + "---:|" * (len(ms) + 4)]
     for r in rows:
         lines.append(f"| {r['variant']} | " + " | ".join(f"{r['mib'][m]:.2f}" for m in ms)

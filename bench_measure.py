@@ -3,20 +3,21 @@ Benchmark measure() on a GPT-2-small-shaped Hugging Face model (random weights f
 tokenizer): time and peak memory next to the authors' package, the statistics' share of the time, and peak
 memory as depth and the number of sequences grow.
 
-    python bench_measure.py                                   # everything below, written to out/bench_measure.md
-    python bench_measure.py --repeats=5 --sections=authors    # only the side-by-side runs
+    python bench_measure.py                                # everything below, written to out/bench_measure.md
+    python bench_measure.py --repeats=5 --sections=authors # only the side-by-side runs
 
 Each run is a separate process (`python bench_measure.py --child=...`), so its peak resident size (ru_maxrss:
-Python, torch, transformers, the model and everything measure() allocates) is its own; the peak while measuring
-alone is read from /proc/self/status (VmHWM, reset once the model is loaded), less the size right then.
-Runs alternate (ours, theirs, ours, ...) and repeat; the tables give the median and the range (a shared CPU).
-The authors' package (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run from its own
-virtual environment outside the repository, given by --authors_python; make it with
+Python, torch, transformers, the model and everything measure() allocates) is its own; the peak while
+measuring alone is read from /proc/self/status (VmHWM, reset once the model is loaded), less the size right
+then. Runs alternate (ours, theirs, ours, ...) and repeat; the tables give the median and the range (a shared
+CPU). The authors' package (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run from its
+own virtual environment outside the repository, given by --authors_python; make it with
 
-    python -m venv --system-site-packages /tmp/authvenv && /tmp/authvenv/bin/pip install embedding-condensation==2.0
+    python -m venv --system-site-packages /tmp/authvenv && \
+        /tmp/authvenv/bin/pip install embedding-condensation==2.0
 
-(--system-site-packages reuses the torch installed here). Both sides read the same texts: consecutive pieces of
-the validation text of data/shakespeare, each cut to 512 GPT-2 tokens; theirs by its documented call with
+(--system-site-packages reuses the torch installed here). Both sides read the same texts: consecutive pieces
+of the validation text of data/shakespeare, each cut to 512 GPT-2 tokens; theirs by its documented call with
 `texts=` (plot=False: the figure is not part of the measurement), ours by measure(). The time of a run is its
 measurement alone (tokenising included, loading the model not); the loading time is given apart.
 """
@@ -94,7 +95,8 @@ def measure_speed(model, sequences, batch_size, device, sync, repeats=3):
     def forward_only():
         with torch.no_grad():
             for k in range(0, len(sequences), batch_size):
-                stream_hidden(model, sequences[k:k + batch_size].to(device), lambda l, h: None, find_blocks(model))
+                stream_hidden(model, sequences[k:k + batch_size].to(device), lambda l, h: None,
+                              find_blocks(model))
 
     was_training = model.training
     total = timed(lambda: measure(model, sequences, batch_size=batch_size, device=device))
@@ -146,7 +148,8 @@ def child_ours(a):
         t0 = time.perf_counter()
         with torch.no_grad():
             for k in range(0, len(seqs), a.batch_size):
-                stream_hidden(model, torch.stack(seqs[k:k + a.batch_size]), lambda l, h: None, find_blocks(model))
+                stream_hidden(model, torch.stack(seqs[k:k + a.batch_size]), lambda l, h: None,
+                              find_blocks(model))
         out["forward_seconds"] = time.perf_counter() - t0
     print(json.dumps(out))
 
@@ -188,7 +191,8 @@ def main(a):
     folder = os.path.join(a.out_dir, "bench_measure")
     load = [os.getloadavg()[0]]
     lines = [f"command: python bench_measure.py {' '.join(sys.argv[1:])}",
-             f"machine: {os.cpu_count()} CPU cores, torch threads default; load average (1 min) at start {load[0]:.2f}"]
+             f"machine: {os.cpu_count()} CPU cores, torch threads default; load average (1 min) at start "
+             f"{load[0]:.2f}"]
     sections = a.sections.split(",")
     make_model(f"{folder}/gpt2_12", 12)
     write_texts(f"{folder}/texts.json")
@@ -203,46 +207,51 @@ def main(a):
                 print(f"  {side}: {r}", flush=True)
         lines += ["", "GPT-2-small shape (12 x 768, random weights), 16 sequences of 512 tokens, "
                       f"{a.repeats} runs each, "
-                      "alternating; median (min - max). Peak RSS: the whole process, loading included; measuring: "
-                      "the peak while measuring, less the resident size once the model was loaded:", "",
+                      "alternating; median (min - max). Peak RSS: the whole process, loading included; "
+                      "measuring: the peak while measuring, less the resident size once the model was "
+                      "loaded:", "",
                   "| | measurement s | loading s | peak RSS MiB | loaded MiB | measuring adds MiB |",
                   "|---|---:|---:|---:|---:|---:|"]
         for side, name in (("ours", f"measure(), batch {a.batch_size}, every statistic"),
                            ("theirs", "embedding-condensation 2.0")):
             for r in runs[side]:
                 r["adds_mib"] = r["measure_peak_mib"] - r["loaded_mib"]
-            lines.append(f"| {name} | {summary(runs[side], 'seconds')} | {summary(runs[side], 'load_seconds')} | "
-                         f"{summary(runs[side], 'peak_mib')} | {summary(runs[side], 'loaded_mib')} | "
-                         f"{summary(runs[side], 'adds_mib')} |")
+            lines.append(f"| {name} | {summary(runs[side], 'seconds')} | "
+                         f"{summary(runs[side], 'load_seconds')} | {summary(runs[side], 'peak_mib')} | "
+                         f"{summary(runs[side], 'loaded_mib')} | {summary(runs[side], 'adds_mib')} |")
         ours, theirs = runs["ours"], runs["theirs"]
         ratio = lambda k: statistics.median(r[k] for r in ours) / statistics.median(r[k] for r in theirs)
         forward = statistics.median(r["forward_seconds"] for r in ours)
         total = statistics.median(r["seconds"] for r in ours)
-        lines += ["", f"ours / theirs (medians): time {ratio('seconds'):.2f}x, peak memory {ratio('peak_mib'):.2f}x, "
-                      f"memory added by measuring {ratio('adds_mib'):.2f}x. Ours: the forward passes alone "
+        lines += ["", f"ours / theirs (medians): time {ratio('seconds'):.2f}x, "
+                      f"peak memory {ratio('peak_mib'):.2f}x, memory added by measuring "
+                      f"{ratio('adds_mib'):.2f}x. Ours: the forward passes alone "
                       f"{forward:.1f} s, so the statistics take about {max(total - forward, 0):.1f} s "
-                      f"({100 * max(total - forward, 0) / total:.0f}% of the measurement; tokenising is in the rest).",
+                      f"({100 * max(total - forward, 0) / total:.0f}% of the measurement; "
+                      "tokenising is in the rest).",
                   "Pairs (ours s / theirs s, in run order): "
                   + ", ".join(f"{o['seconds']:.0f}/{t['seconds']:.0f}" for o, t in zip(ours, theirs))]
     if "batch" in sections:
         lines += ["", "Our batch size (16 sequences of 512 tokens, 12 layers, one run each):", "",
                   "| batch | measurement s | peak RSS MiB | measuring adds MiB |", "|---:|---:|---:|---:|"]
         for b in (1, 2, 4, 8):
-            r = run_child(a, sys.executable, "--child=ours", f"--model={folder}/gpt2_12", "--n=16", f"--batch_size={b}")
+            r = run_child(a, sys.executable, "--child=ours", f"--model={folder}/gpt2_12", "--n=16",
+                          f"--batch_size={b}")
             print(f"  batch {b}: {r}", flush=True)
             lines.append(f"| {b} | {r['seconds']:.1f} | {r['peak_mib']:.0f} | "
                          f"{r['measure_peak_mib'] - r['loaded_mib']:.0f} |")
     if "scaling" in sections:
         make_model(f"{folder}/gpt2_24", 24)
-        lines += ["", f"Our peak memory as depth and N grow (batch {a.batch_size}, 512 tokens, one run each):", "",
+        lines += ["", f"Our peak memory as depth and N grow (batch {a.batch_size}, 512 tokens, "
+                      "one run each):", "",
                   "| layers | N | measurement s | peak RSS MiB | loaded MiB | measuring adds MiB |",
                   "|---:|---:|---:|---:|---:|---:|"]
         for layers, n in ((12, 16), (24, 16), (12, 128)):
             r = run_child(a, sys.executable, "--child=ours", f"--model={folder}/gpt2_{layers}", f"--n={n}",
                           f"--batch_size={a.batch_size}")
             print(f"  {layers} layers, N={n}: {r}", flush=True)
-            lines.append(f"| {layers} | {n} | {r['seconds']:.1f} | {r['peak_mib']:.0f} | {r['loaded_mib']:.0f} | "
-                         f"{r['measure_peak_mib'] - r['loaded_mib']:.0f} |")
+            lines.append(f"| {layers} | {n} | {r['seconds']:.1f} | {r['peak_mib']:.0f} | "
+                         f"{r['loaded_mib']:.0f} | {r['measure_peak_mib'] - r['loaded_mib']:.0f} |")
     lines.append(f"\nload average (1 min) at the end {os.getloadavg()[0]:.2f}")
     report = "\n".join(lines)
     print("\n" + report)

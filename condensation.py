@@ -3,7 +3,8 @@ The condensation statistics of a model's hidden states: how the tokens of one se
 cone, layer by layer. Definitions: docs/condensation.md, sections 1 and 2.
 
     from condensation import measure        # also importable from measure.py
-    result = measure(model, sequences)   # our GPT or a transformers causal LM; list of 1-D token tensors or (N, T)
+    # model: our GPT or a transformers causal LM; sequences: a list of 1-D token tensors or (N, T)
+    result = measure(model, sequences)
     result.mean_cos, result.spearman, result.save("cond.json")
 
 measure.py is the command around this library; plots.py draws its figures.
@@ -29,7 +30,8 @@ from model import GPT
 @dataclass
 class Result:
     mean_cos: list  # per hidden-state entry 0..n_layer: mean off-diagonal cosine, averaged over sequences
-    hist: list  # per entry: density of the off-diagonal cosines on equal bins over [-1, 1], pooled over sequences
+    # per entry: density of the off-diagonal cosines on equal bins over [-1, 1], pooled over sequences
+    hist: list
     erank: list  # per entry: effective rank of the unit token vectors, averaged over sequences
     top_share: list  # per entry: sigma_1^2 / sum sigma^2 of the same matrix, averaged over sequences
     spearman: float  # rank correlation of mean_cos with the entry index; +1: cosines rise with depth
@@ -55,7 +57,8 @@ def ranks(x):
 
 
 def spearman(x, y):
-    """Pearson correlation of the ranks. 0.0 (no trend) when either side is constant, so JSON never holds NaN."""
+    """Pearson correlation of the ranks. 0.0 (no trend) when either side is constant, so JSON never holds
+    NaN."""
     rx, ry = ranks(x), ranks(y)
     mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
     cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
@@ -64,7 +67,8 @@ def spearman(x, y):
 
 
 def kendall(x, y):
-    """tau-b = (concordant - discordant) / sqrt(pairs untied in x * pairs untied in y); 0.0 when either is 0."""
+    """tau-b = (concordant - discordant) / sqrt(pairs untied in x * pairs untied in y); 0.0 when either is
+    0."""
     pairs = [(i, j) for i in range(len(x)) for j in range(i + 1, len(x))]
     sign = lambda v: (v > 0) - (v < 0)
     s = sum(sign(x[i] - x[j]) * sign(y[i] - y[j]) for i, j in pairs)
@@ -95,7 +99,8 @@ def layer_sums(h, lengths, bins):
     mean_cos = (cos.sum((1, 2)) - diag) / (n * (n - 1))  # (B,)
     gram = cos if T <= C else u.transpose(1, 2) @ u  # (B, T, T) or (B, C, C): the same nonzero eigenvalues
     eig = eigenvalues(gram)  # (B, min(T, C)) sigma^2, ascending
-    tol = eig[:, -1:] * eig.shape[1] * torch.finfo(eig.dtype).eps  # rounding noise below it (matrix_rank's rule)
+    # rounding noise below it (matrix_rank's rule)
+    tol = eig[:, -1:] * eig.shape[1] * torch.finfo(eig.dtype).eps
     eig = torch.where(eig > tol, eig, 0)
     sigma = eig.sqrt()
     p = sigma / sigma.sum(1, keepdim=True).clamp_min(1e-12)
@@ -111,9 +116,9 @@ def layer_sums(h, lengths, bins):
 
 
 def eigenvalues(gram):
-    """Eigenvalues (ascending) of a batch of symmetric matrices; on the CPU with one thread. Small eigenproblems
-    gain little from threads, and with the cores shared, MKL's threaded solver took 0.5 - 4 s for 8 matrices
-    of 512 x 512 where one thread takes 0.08 s (2-core machine)."""
+    """Eigenvalues (ascending) of a batch of symmetric matrices; on the CPU with one thread. Small
+    eigenproblems gain little from threads, and with the cores shared, MKL's threaded solver took 0.5 - 4 s
+    for 8 matrices of 512 x 512 where one thread takes 0.08 s (2-core machine)."""
     if gram.device.type != "cpu":
         return torch.linalg.eigvalsh(gram)
     threads = torch.get_num_threads()
@@ -125,7 +130,8 @@ def eigenvalues(gram):
 
 
 def accumulate(totals, l, sums, counts):
-    """Add entry l's sums and histogram counts of one batch into totals (a list, one [sums, counts] per entry)."""
+    """Add entry l's sums and histogram counts of one batch into totals (a list, one [sums, counts] per
+    entry)."""
     if len(totals) <= l:
         totals.append([sums, counts])
     else:
@@ -146,8 +152,9 @@ def summarize(totals, num_sequences, num_tokens, name=""):
     hist = counts / (counts.sum(1, keepdim=True).clamp_min(1) * width)  # a density: sum(hist) * width = 1
     mean_cos = sums[:, 0].tolist()
     layers = list(range(len(mean_cos)))
-    return Result(mean_cos=mean_cos, hist=hist.tolist(), erank=sums[:, 1].tolist(), top_share=sums[:, 2].tolist(),
-                  spearman=spearman(mean_cos, layers), kendall=kendall(mean_cos, layers),
+    return Result(mean_cos=mean_cos, hist=hist.tolist(), erank=sums[:, 1].tolist(),
+                  top_share=sums[:, 2].tolist(), spearman=spearman(mean_cos, layers),
+                  kendall=kendall(mean_cos, layers),
                   last_n_mean=[sum(mean_cos[-k:]) / k for k in range(1, len(mean_cos) + 1)],
                   num_sequences=num_sequences, num_tokens=num_tokens, name=name)
 
@@ -173,7 +180,8 @@ def model_limits(model):
     c = model.config
     if isinstance(model, GPT):
         return c.block_size, c.vocab_size
-    return getattr(c, "max_position_embeddings", None) or math.inf, model.get_input_embeddings().weight.shape[0]
+    return (getattr(c, "max_position_embeddings", None) or math.inf,
+            model.get_input_embeddings().weight.shape[0])
 
 
 def check_sequences(sequences, context, vocab_size):
@@ -186,7 +194,8 @@ def check_sequences(sequences, context, vocab_size):
             raise ValueError(f"sequence {i} is a {s.dtype} tensor of shape {tuple(s.shape)}; "
                              "give 1-D tensors of token ids.")
         if len(s) < 2:
-            raise ValueError(f"sequence {i} has {len(s)} token(s), but a cosine between tokens needs at least 2.")
+            raise ValueError(f"sequence {i} has {len(s)} token(s), but a cosine between tokens needs "
+                             "at least 2.")
         if len(s) > context:
             raise ValueError(f"sequence {i} has {len(s)} tokens, more than the model's context of {context}; "
                              "cut it into windows.")
@@ -200,13 +209,14 @@ def check_sequences(sequences, context, vocab_size):
 
 
 def find_blocks(model):
-    """The transformer blocks, in order: our GPT's transformer.h, or the first ModuleList inside a transformers
-    model's base model that holds config.num_hidden_layers modules (GPT-2's h; the layers of Llama, Qwen,
-    GPT-NeoX, OLMo, Gemma; OPT's decoder.layers). None if there is no such list."""
+    """The transformer blocks, in order: our GPT's transformer.h, or the first ModuleList inside a
+    transformers model's base model that holds config.num_hidden_layers modules (GPT-2's h; the layers of
+    Llama, Qwen, GPT-NeoX, OLMo, Gemma; OPT's decoder.layers). None if there is no such list."""
     if isinstance(model, GPT):
         return model.transformer.h
     n = getattr(model.config.get_text_config(), "num_hidden_layers", None)
-    return next((m for m in model.base_model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n), None)
+    return next((m for m in model.base_model.modules()
+                 if isinstance(m, torch.nn.ModuleList) and len(m) == n), None)
 
 
 def stream_hidden(model, x, consume, blocks):
@@ -229,7 +239,8 @@ def stream_hidden(model, x, consume, blocks):
     handles = [b.register_forward_pre_hook(entry(l), with_kwargs=True) for l, b in enumerate(blocks)]
     try:
         if isinstance(model, GPT):
-            handles.append(model.transformer.ln_f.register_forward_hook(lambda m, args, out: consume(len(blocks), out)))
+            handles.append(model.transformer.ln_f.register_forward_hook(
+                lambda m, args, out: consume(len(blocks), out)))
             handles.append(model.lm_head.register_forward_pre_hook(lambda m, args: (args[0][:, -1:],)))
             model(x)
         else:

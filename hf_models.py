@@ -1,12 +1,14 @@
 """
-Load a Hugging Face causal LM with its own tokenizer, by hub name, name@revision or local folder, for measure.py.
+Load a Hugging Face causal LM with its own tokenizer, by hub name, name@revision or local folder, for
+measure.py.
 
     model, tokenizer = load_hf("EleutherAI/pythia-160m@step1000", device="cpu", dtype="float32")
     encode = hf_encode(tokenizer); prefix = bos_prefix(tokenizer, "auto", "pythia-160m")
 
 Everything a user can get wrong (an unknown name, no network and no cached copy, a gated model, a bad
 revision, a folder without a tokenizer or weights, a model that is not a causal LM) becomes a ValueError of
-one sentence saying what to do. transformers is imported here only, so the rest of the project runs without it.
+one sentence saying what to do. transformers is imported here only, so the rest of the project runs without
+it.
 """
 
 import os
@@ -58,28 +60,32 @@ def hub_error(e, name, revision, what):
         return (f"cannot reach the Hugging Face hub and {name} is not in the local cache; download it once "
                 "while online, or give a local folder.")
     if "trust_remote_code" in text:
-        return (f"{name} needs code from its own repository, which measure.py does not run; use a version that "
-                "transformers supports natively (for OLMo, allenai/OLMo-1B-hf).")
+        return (f"{name} needs code from its own repository, which measure.py does not run; "
+                "use a version that transformers supports natively (for OLMo, allenai/OLMo-1B-hf).")
     if what == "tokenizer":
         return (f"{name} has no tokenizer that transformers can load; save the model's tokenizer there too "
                 "(tokenizer.save_pretrained).")
     if "does not appear to have a file named" in text or "no file named" in text:
-        return f"{name} holds no {what} files transformers can load; save the model there with save_pretrained."
+        return (f"{name} holds no {what} files transformers can load; save the model there with "
+                "save_pretrained.")
     if "Unrecognized model" in text or "config.json" in text:
-        return f"{name} holds no config.json of a transformers model; give a folder written by save_pretrained."
+        return (f"{name} holds no config.json of a transformers model; give a folder written by "
+                "save_pretrained.")
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return f"cannot load the {what} of {name} ({first.rstrip('.')}); check the name or folder."
 
 
 def load_hf(spec, device, dtype):
     """(model, tokenizer) of a causal LM: its config is read first, so a wrong name fails before any download
-    of weights. The model is loaded in dtype ('float32', 'bfloat16', 'float16'), moved to device, in eval mode."""
+    of weights. The model is loaded in dtype ('float32', 'bfloat16', 'float16'), moved to device, in eval
+    mode."""
     try:
         import transformers
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
     except ImportError:
-        raise ValueError("measuring a Hugging Face model needs transformers: pip install transformers") from None
+        raise ValueError("measuring a Hugging Face model needs transformers: "
+                         "pip install transformers") from None
     transformers.logging.set_verbosity_error()  # no warnings about long texts: we cut them into windows
     transformers.logging.disable_progress_bar()  # one progress line is ours (measure.py)
     name, revision = split_revision(spec)
@@ -97,7 +103,8 @@ def load_hf(spec, device, dtype):
         raise ValueError(f"{name} is a {type(config).__name__.removesuffix('Config')} model, not a causal "
                          "language model; give a decoder-only LM such as GPT-2, Llama, Qwen or Pythia.")
     tokenizer = load("tokenizer", AutoTokenizer)
-    if not hf_encode(tokenizer)("The tokens of a sentence."):  # transformers makes an empty one for a bare folder
+    # transformers makes an empty one for a bare folder
+    if not hf_encode(tokenizer)("The tokens of a sentence."):
         raise ValueError(f"{name} has no tokenizer files (tokenizer.json, vocab.json ...); save the model's "
                          "tokenizer there too (tokenizer.save_pretrained).")
     model = load("model", AutoModelForCausalLM, dtype=getattr(torch, dtype))
@@ -105,13 +112,14 @@ def load_hf(spec, device, dtype):
 
 
 def hf_encode(tokenizer):
-    """encode(text) -> list of token ids, the text's tokens only (no special tokens: bos_prefix adds those)."""
+    """encode(text) -> list of token ids, the text's tokens only (no special tokens: bos_prefix adds
+    those)."""
     return lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def bos_prefix(tokenizer, bos, name):
-    """Token ids to put before every window. bos = 'auto': the special tokens the tokenizer itself puts before a
-    text (Llama's and Gemma's <bos>; none for GPT-2, Qwen or Pythia), as the paper's code did; 'always': the
+    """Token ids to put before every window. bos = 'auto': the special tokens the tokenizer itself puts before
+    a text (Llama's and Gemma's <bos>; none for GPT-2, Qwen or Pythia), as the paper's code did; 'always': the
     tokenizer's BOS token; 'never': nothing."""
     if bos == "never":
         return []

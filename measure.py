@@ -1,10 +1,12 @@
 """
 Measure embedding condensation: how the tokens of one sequence crowd into a narrow cone, layer by layer.
 
-The numbers are defined in docs/condensation.md, sections 1 and 2; condensation.py computes them. As a library:
+The numbers are defined in docs/condensation.md, sections 1 and 2; condensation.py computes them.
+As a library:
 
     from measure import measure
-    result = measure(model, sequences)   # our GPT or a transformers causal LM; list of 1-D token tensors or (N, T)
+    # model: our GPT or a transformers causal LM; sequences: a list of 1-D token tensors or (N, T)
+    result = measure(model, sequences)
     result.mean_cos, result.spearman, result.save("cond.json")
 
 As a command, settings work as in train.py (config files, then --key=value overrides). The settings are
@@ -16,7 +18,7 @@ a table per model:
     python measure.py config/tiny_base.py --init=True         # the same model freshly initialised
     python measure.py --hf=gpt2                               # a Hugging Face causal LM (transformers)
     python measure.py --hf=allenai/OLMo-2-1124-7B --dtype=bfloat16   # a 7B model on one GPU
-    python measure.py --compare=out/a,out/b,init,hf:gpt2      # side-by-side figure and table: out_dir/compare.*
+    python measure.py --compare=out/a,out/b,init,hf:gpt2   # side-by-side figure and table: out_dir/compare.*
     python measure.py --compare=hf:EleutherAI/pythia-160m@step0,hf:EleutherAI/pythia-160m   # revisions
     python measure.py --history=out/tiny_disp                 # condensation over training, from metrics.jsonl
     python measure.py --survey=studies/models_survey.py       # model families by size: survey.py
@@ -58,12 +60,14 @@ MEASURE_SETTINGS = dict(
     history="",  # an out_dir: draw condensation over training from its metrics.jsonl
     survey="",  # a survey file (studies/models_survey.py): model families by size, and the trend figure
     num_sequences=100,  # windows measured (the paper: 100)
-    seq_len=0,  # tokens per window, the model's own; 0 means 512 (the paper), or the model's context if shorter
+    # tokens per window, the model's own; 0 means 512 (the paper), or the model's context if shorter
+    seq_len=0,
     text_file="",  # measure consecutive windows of this UTF-8 text file instead of the validation split
     texts=None,  # or a list of strings (in a config file), each one sequence of at most seq_len tokens
     data_dir="",  # folder with val.bin and meta.json; empty means data/<dataset> (a checkpoint's own dataset)
-    bos="auto",  # Hugging Face models: 'auto' puts what the tokenizer itself puts before a text (Llama's and
-    # Gemma's <bos>; nothing for GPT-2, Qwen, Pythia), as the paper's code did; 'always' or 'never' a BOS token
+    # Hugging Face models: 'auto' puts what the tokenizer itself puts before a text (Llama's and Gemma's
+    # <bos>; nothing for GPT-2, Qwen, Pythia), as the paper's code did; 'always' or 'never' a BOS token
+    bos="auto",
     bins=128,  # histogram bins on [-1, 1]
     measure_batch_size=1,  # sequences per forward pass: on a CPU 1 is fastest and lightest (bench_measure.py)
     save="",  # path stem of the files written (SAVE.json, SAVE.png); empty picks a name in out_dir
@@ -83,12 +87,15 @@ def read_settings(args):
         if getattr(s, key) < least:
             raise ValueError(f"{key} is {getattr(s, key)}, but {why}; give --{key}={least} or more.")
     if s.seq_len < 0 or s.seq_len == 1:
-        raise ValueError(f"seq_len is {s.seq_len}; give 0 (512, or the model's context if shorter) or at least 2.")
+        raise ValueError(f"seq_len is {s.seq_len}; give 0 (512, or the model's context if shorter) "
+                         "or at least 2.")
     if s.bos not in ("auto", "always", "never"):
         raise ValueError(f"bos is '{s.bos}'; give auto, always or never.")
-    s.device = s.device or ("cuda" if torch.cuda.is_available() else "cpu")  # mps only when asked for (eigvalsh)
+    # mps only when asked for (eigvalsh)
+    s.device = s.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if s.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {s.device} is not available here (torch sees no CUDA GPU); give --device=cpu.")
+        raise ValueError(f"device {s.device} is not available here (torch sees no CUDA GPU); "
+                         "give --device=cpu.")
     s.dtype = pick_device(s.device, s.dtype)[2]  # empty: bfloat16 where the GPU supports it, else float32
     s.text = read_text(s.text_file) if s.text_file else None
     return s
@@ -104,9 +111,11 @@ def read_text(path):
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except UnicodeDecodeError:
-        raise ValueError(f"text_file {path} is not UTF-8 text (a binary file?); give a plain text file.") from None
+        raise ValueError(f"text_file {path} is not UTF-8 text (a binary file?); "
+                         "give a plain text file.") from None
     if "\x00" in text:
-        raise ValueError(f"text_file {path} holds NUL bytes, so it is not a text file; give a plain text file.")
+        raise ValueError(f"text_file {path} holds NUL bytes, so it is not a text file; "
+                         "give a plain text file.")
     return text
 
 
@@ -165,7 +174,8 @@ def sequences_for(s, name, tokenizer, dataset, run_data_dir, length):
         texts = [s.texts] if isinstance(s.texts, str) else s.texts  # --texts=word is one string
         return [torch.tensor([*prefix, *encode(text)][:length], dtype=torch.long) for text in texts]
     if s.text_file:
-        return text_windows(s.text, encode, s.num_sequences, length, prefix, source=f"text_file {s.text_file}")
+        return text_windows(s.text, encode, s.num_sequences, length, prefix,
+                            source=f"text_file {s.text_file}")
     folder, _ = data_meta(s, dataset, run_data_dir)
     if tokenizer is None:
         return val_windows(folder, s.num_sequences, length, s.seed)
@@ -195,14 +205,15 @@ def measure_entry(entry, s):
     sequences = sequences_for(s, name, tokenizer, dataset, run_data_dir, length)
     print(f"measuring {name}: {len(sequences)} sequences of up to {length} tokens on {s.device} ({s.dtype})",
           flush=True)
-    result = measure(model, sequences, bins=s.bins, batch_size=s.measure_batch_size, device=s.device, name=name,
-                     progress=progress_line(name))
+    result = measure(model, sequences, bins=s.bins, batch_size=s.measure_batch_size, device=s.device,
+                     name=name, progress=progress_line(name))
     return result, parameter_count(model)
 
 
 def print_table(r):
     L = len(r.mean_cos) - 1
-    print(f"{r.name}: {r.num_sequences} sequences, {r.num_tokens} tokens\nentry  l/L   mean_cos   erank  top_share")
+    print(f"{r.name}: {r.num_sequences} sequences, {r.num_tokens} tokens\n"
+          "entry  l/L   mean_cos   erank  top_share")
     for l in range(L + 1):
         print(f"{l:5d}  {l / L:4.2f}  {r.mean_cos[l]:+8.4f}  {r.erank[l]:6.1f}  {r.top_share[l]:9.3f}")
     print(f"spearman {r.spearman:+.3f}  kendall {r.kendall:+.3f}\n")
@@ -222,13 +233,15 @@ def command(args):
         run_survey(s, measure_entry)
         return
     if s.compare:
-        entries, stem = [e.strip() for e in s.compare.split(",") if e.strip()], os.path.join(s.out_dir, "compare")
+        entries, stem = ([e.strip() for e in s.compare.split(",") if e.strip()],
+                         os.path.join(s.out_dir, "compare"))
     elif s.init or s.hf:  # no run folder of their own: the files go into out_dir
         entries = ["init" if s.init else "hf:" + s.hf]
         stem = os.path.join(s.out_dir, "condensation_" + ("init" if s.init else short_name(s.hf)))
     else:
         entries = [s.ckpt or os.path.join(s.out_dir, "ckpt.pt")]
-        stem = os.path.join(entries[0] if os.path.isdir(entries[0]) else os.path.dirname(entries[0]), "condensation")
+        stem = os.path.join(entries[0] if os.path.isdir(entries[0]) else os.path.dirname(entries[0]),
+                            "condensation")
     results = [measure_entry(e, s)[0] for e in entries]
     stem = s.save or stem
     os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
@@ -240,7 +253,8 @@ def command(args):
     if s.compare:
         print(f"{'model':20s} {'spearman':>9s} {'kendall':>8s} {'cos first':>10s} {'cos last':>9s}")
         for r in results:
-            print(f"{r.name:20s} {r.spearman:+9.3f} {r.kendall:+8.3f} {r.mean_cos[0]:+10.4f} {r.mean_cos[-1]:+9.4f}")
+            print(f"{r.name:20s} {r.spearman:+9.3f} {r.kendall:+8.3f} {r.mean_cos[0]:+10.4f} "
+                  f"{r.mean_cos[-1]:+9.4f}")
     print(f"wrote {stem}.json and {stem}.png")
 
 

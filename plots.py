@@ -1,4 +1,5 @@
-"""Figures of measure.py: the condensation signature of one or several models, and condensation over training."""
+"""Figures of measure.py: the condensation signature of one or several models, and condensation over
+training."""
 
 import json
 import os
@@ -24,7 +25,8 @@ def plot_signatures(results, path):
         hist = np.array(r.hist)  # (L+1, bins)
         L = len(hist) - 1
         x_edges = (np.arange(L + 2) - 0.5) / L  # one column centred on each l / L
-        mesh = ax.pcolormesh(x_edges, np.linspace(-1, 1, hist.shape[1] + 1), hist.T, cmap="magma", norm=PowerNorm(0.5))
+        mesh = ax.pcolormesh(x_edges, np.linspace(-1, 1, hist.shape[1] + 1), hist.T, cmap="magma",
+                             norm=PowerNorm(0.5))
         ax.plot(np.arange(L + 1) / L, r.mean_cos, "o-", color="white", ms=3, lw=1)
         ax.set(xlabel="layer fraction l / n_layer", ylabel="cosine similarity", ylim=(-1, 1),
                title=f"{r.name} (spearman {r.spearman:+.2f})")
@@ -35,8 +37,8 @@ def plot_signatures(results, path):
         ax.plot([r.kendall for r in results], "s--", label="Kendall tau-b")
         ax.axhline(0, color="gray", lw=0.5)
         ax.set_xticks(range(len(results)), [r.name for r in results], rotation=30, ha="right")
-        ax.set(xlim=(-0.5, len(results) - 0.5), ylim=(-1.05, 1.05), ylabel="rank correlation of mean cosine with depth",
-               title="condensation trend")
+        ax.set(xlim=(-0.5, len(results) - 0.5), ylim=(-1.05, 1.05),
+               ylabel="rank correlation of mean cosine with depth", title="condensation trend")
         ax.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -50,15 +52,18 @@ def plot_history(out_dir, path):
             try:
                 records += [json.loads(line)] if line.strip() else []
             except json.JSONDecodeError:
-                raise ValueError(f"line {i} of {out_dir}/metrics.jsonl is not JSON; fix or delete that line.") from None
+                raise ValueError(f"line {i} of {out_dir}/metrics.jsonl is not JSON; "
+                                 "fix or delete that line.") from None
     steps = [r for r in records if "loss" in r]
     evals = [r for r in records if "val_loss" in r and "mean_cos" in r]
     if not evals:
-        raise ValueError(f"{out_dir}/metrics.jsonl has no evaluation with mean_cos; train with track_sequences > 0.")
+        raise ValueError(f"{out_dir}/metrics.jsonl has no evaluation with mean_cos; "
+                         "train with track_sequences > 0.")
     plt = pyplot()
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4))
     it = [r["iter"] for r in evals]
-    ce = [r.get("ce", r["loss"]) for r in steps]  # "loss" includes the dispersion term; "ce" is comparable to eval
+    # "loss" includes the dispersion term; "ce" is comparable to eval
+    ce = [r.get("ce", r["loss"]) for r in steps]
     ax1.plot([r["iter"] for r in steps], ce, lw=0.7, alpha=0.6, label="train (steps)")
     ax1.plot(it, [r["train_loss"] for r in evals], "o-", label="train (eval)")
     ax1.plot(it, [r["val_loss"] for r in evals], "s-", label="val")
@@ -68,7 +73,8 @@ def plot_history(out_dir, path):
     colours = plt.get_cmap("viridis")(np.linspace(0, 1, cos.shape[1]))
     for l in range(cos.shape[1]):
         ax2.plot(it, cos[:, l], color=colours[l], label=f"entry {l}")
-    ax2.set(xlabel="iteration", ylabel="mean cosine similarity", title="condensation per layer (0 = embedding)")
+    ax2.set(xlabel="iteration", ylabel="mean cosine similarity",
+            title="condensation per layer (0 = embedding)")
     ax2.legend(fontsize=7, ncol=2)
     ax3.plot(it, [r.get("spearman", float("nan")) for r in evals], "o-")
     ax3.axhline(0, color="gray", lw=0.5)

@@ -37,7 +37,8 @@ def read_survey(path):
 
 
 def late_cos(result):
-    """Mean of mean_cos over the late half of the hidden-state entries (n_layer//2+1 .. n_layer), as study.py."""
+    """Mean of mean_cos over the late half of the hidden-state entries (n_layer//2+1 .. n_layer), as
+    study.py."""
     L = len(result.mean_cos) - 1
     return result.last_n_mean[L - L // 2 - 1]  # the mean of the last L - L // 2 entries
 
@@ -74,8 +75,8 @@ def run_survey(s, measure_entry):
     for r in rows:
         res = r["result"]
         table.append(f"| {r['family']} | {short_name(r['model'])} | {r['params'] / 1e6:,.0f}M | "
-                     f"{len(res.mean_cos) - 1} | {res.spearman:+.2f} | {res.kendall:+.2f} | {late_cos(res):.3f} | "
-                     f"{r['seconds']:.0f} ({r['device']}, {r['dtype']}) |")
+                     f"{len(res.mean_cos) - 1} | {res.spearman:+.2f} | {res.kendall:+.2f} | "
+                     f"{late_cos(res):.3f} | {r['seconds']:.0f} ({r['device']}, {r['dtype']}) |")
     with open(os.path.join(folder, "survey.md"), "w") as f:
         f.write("\n".join(table) + "\n")
     print("\n".join(table))

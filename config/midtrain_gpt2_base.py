@@ -26,10 +26,10 @@
 # Choices the paper does not state:
 # - min_lr = 5e-6, a tenth of the peak: the floor the paper gives for its own pre-training cosine ("to 0.1x");
 #   it states none for mid-training. Only the last ~15% of steps run below 1e-5, and both arms share it.
-# - dropout = 0.1: GPT-2's own setting, which a transformers GPT2LMHeadModel trains with unless told otherwise;
-#   200M tokens revisit WikiText-103's training text (103M words) nearly twice.
-# - The checkpoint scored is the last one (always_save_checkpoint: step 1,526, the end of the schedule), a fixed
-#   step for every run; never one picked on the benchmarks (evaluate.py says why).
+# - dropout = 0.1: GPT-2's own setting, which a transformers GPT2LMHeadModel trains with unless told
+#   otherwise; 200M tokens revisit WikiText-103's training text (103M words) nearly twice.
+# - The checkpoint scored is the last one (always_save_checkpoint: step 1,526, the end of the schedule), a
+#   fixed step for every run; never one picked on the benchmarks (evaluate.py says why).
 out_dir = "out/midtrain_gpt2_base"
 init_from = "gpt2"  # OpenAI's weights (GPT.from_pretrained): 12 layers, 768 wide, biases, vocabulary 50257
 dataset = "wikitext"

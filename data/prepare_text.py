@@ -15,7 +15,8 @@ from data.common import DATA_ROOT, prepare_text
 
 
 def read_files(paths):
-    """The files' text joined by blank lines; ValueError (one sentence) for a missing, non-UTF-8 or empty input."""
+    """The files' text joined by blank lines; ValueError (one sentence) for a missing, non-UTF-8 or empty
+    input."""
     texts = []
     for path in paths:
         if not Path(path).is_file():
@@ -33,12 +34,15 @@ def main(argv=None, data_root=DATA_ROOT):
     parser = argparse.ArgumentParser(description="Prepare your own text files as data/<name>/ for train.py.")
     parser.add_argument("files", nargs="+", help="UTF-8 text files")
     parser.add_argument("--name", required=True, help="data set name: writes data/<name>/")
-    parser.add_argument("--tokenizer", choices=["char", "gpt2"], default="char", help="characters or GPT-2 BPE")
-    parser.add_argument("--val_fraction", type=float, default=0.1, help="share of the tokens (at the end) for val")
+    parser.add_argument("--tokenizer", choices=["char", "gpt2"], default="char",
+                        help="characters or GPT-2 BPE")
+    parser.add_argument("--val_fraction", type=float, default=0.1,
+                        help="share of the tokens (at the end) for val")
     parser.add_argument("--block_size", type=int, default=256, help="longest context you will train with")
     args = parser.parse_args(argv)
     try:
-        if not args.name or Path(args.name).name != args.name or args.name.startswith(".") or args.name == "cache":
+        if (not args.name or Path(args.name).name != args.name or args.name.startswith(".")
+                or args.name == "cache"):
             raise ValueError(f"--name must be a plain folder name such as mydata, got {args.name!r}")
         prepare_text(read_files(args.files), Path(data_root) / args.name, args.tokenizer,
                      val_fraction=args.val_fraction, block_size=args.block_size)

@@ -5,8 +5,8 @@
 # config/midtrain_gpt2_base.py. The seed changes the batches and the dropout, not the starting weights.
 #     pip install datasets "lm-eval[hf]==0.4.13"
 #     python data/wikitext/prepare.py
-#     python study.py studies/midtrain_gpt2.py                 # one GPU: 6 runs of ~8 minutes each (estimated)
-#     python study.py studies/midtrain_gpt2.py --nproc=8       # each run on 8 GPUs
+#     python study.py studies/midtrain_gpt2.py             # one GPU: 6 runs of ~8 minutes each (estimated)
+#     python study.py studies/midtrain_gpt2.py --nproc=8   # each run on 8 GPUs
 # Writes results/midtrain_gpt2/results.md: validation loss and condensation, then one column per benchmark,
 # mean ± std [min, max] over the seeds.
 base = "config/midtrain_gpt2_base.py"

@@ -5,5 +5,6 @@ base = "config/small_base.py"
 shared = dict(
     track_sequences=16,  # condensation of 16 fixed val windows at every evaluation (every 200 steps)
 )
-measure = dict(num_sequences=100)  # the final measurement: 100 val windows of 256 tokens (the paper: 100 x 512)
+# the final measurement: 100 val windows of 256 tokens (the paper: 100 x 512)
+measure = dict(num_sequences=100)
 seeds = [1337]

@@ -17,7 +17,8 @@ from data.common import (gpt2_encoding, is_prepared, load_tokenizer, prepare_def
                          strip_gutenberg)
 
 REPO = Path(__file__).resolve().parents[1]
-TEXT = "".join(f"{i}: To be, or not to be, that is the question -- ça va? <|endoftext|>\n" for i in range(40))
+TEXT = "".join(f"{i}: To be, or not to be, that is the question -- ça va? <|endoftext|>\n"
+               for i in range(40))
 
 # Runs in a fresh interpreter with sockets disabled, so nothing cached in this process and no network can
 # answer; it records which files tiktoken's loader read, to show that the offline fallback answered.

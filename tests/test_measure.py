@@ -1,4 +1,5 @@
-"""Tests of measure.py: known geometries, the paper's diagonal quirk, our GPT against Hugging Face, the command.
+"""Tests of measure.py: known geometries, the paper's diagonal quirk, our GPT against Hugging Face, the
+command.
 
     python -m pytest tests/test_measure.py -q
 """
@@ -114,7 +115,8 @@ def test_padding_is_left_out_and_batches_pool_like_single_sequences():
         assert batch.mean_cos[l] == pytest.approx(np.mean([s.mean_cos[l] for s in singles]), abs=1e-6)
         assert batch.erank[l] == pytest.approx(np.mean([s.erank[l] for s in singles]), rel=1e-4)
         assert batch.top_share[l] == pytest.approx(np.mean([s.top_share[l] for s in singles]), rel=1e-4)
-        pooled = sum(np.array(s.hist[l]) * p for s, p in zip(singles, pairs)) / sum(pairs)  # pooled, not averaged
+        # pooled, not averaged
+        pooled = sum(np.array(s.hist[l]) * p for s, p in zip(singles, pairs)) / sum(pairs)
         np.testing.assert_allclose(batch.hist[l], pooled, atol=1e-6)
     assert batch.num_tokens == sum(lengths)
 
@@ -209,7 +211,8 @@ def test_bad_sequences_raise_one_clear_sentence(sequences, message):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """A char-level data dir, a GPT-2-style one and a tiny checkpoint (tests/test_measure_hf.py: Hugging Face)."""
+    """A char-level data dir, a GPT-2-style one and a tiny checkpoint (tests/test_measure_hf.py: Hugging
+    Face)."""
     tmp = tmp_path_factory.mktemp("measure")
     chars = [chr(c) for c in range(32, 92)]  # 60 characters
     val = np.random.default_rng(0).integers(0, len(chars), 2000).astype(np.uint16)
@@ -257,8 +260,8 @@ def test_command_reads_the_data_dir_the_run_was_trained_on(files, tmp_path):
     torch.save(ckpt, tmp_path / "run" / "ckpt.pt")
     p = run(f"--out_dir={tmp_path / 'run'}", "--num_sequences=4", "--bins=32")
     assert p.returncode == 0, p.stderr
-    theirs = run(f"--out_dir={files / 'run'}", f"--data_dir={files / 'char'}", "--num_sequences=4", "--bins=32",
-                 f"--save={tmp_path / 'explicit'}")
+    theirs = run(f"--out_dir={files / 'run'}", f"--data_dir={files / 'char'}", "--num_sequences=4",
+                 "--bins=32", f"--save={tmp_path / 'explicit'}")
     assert theirs.returncode == 0, theirs.stderr
     assert Result.load(tmp_path / "run" / "condensation.json").mean_cos == \
         Result.load(tmp_path / "explicit.json").mean_cos
@@ -280,7 +283,8 @@ def test_command_measures_a_fresh_model_from_a_train_config_file(files):
 def test_command_compares_checkpoint_and_fresh_models(files):
     out = files / "cmp"
     p = run(f"--compare={files / 'run'},init", f"--data_dir={files / 'gpt2'}",
-            f"--out_dir={out}", "--num_sequences=4", "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=16")
+            f"--out_dir={out}", "--num_sequences=4", "--n_layer=1", "--n_head=2", "--n_embd=16",
+            "--block_size=16")
     assert p.returncode == 0, p.stderr
     results = json.loads((out / "compare.json").read_text())
     assert [r["name"] for r in results] == ["run", "init"]
@@ -328,5 +332,6 @@ def test_command_empty_text_exits_with_one_sentence(files):
 ])
 def test_command_errors_are_one_sentence(files, capsys, args, message):
     with pytest.raises(SystemExit) as e:
-        main([f"--out_dir={files / 'run'}", f"--data_dir={files / 'char'}", *[a.format(files=files) for a in args]])
+        main([f"--out_dir={files / 'run'}", f"--data_dir={files / 'char'}",
+              *[a.format(files=files) for a in args]])
     assert message in str(e.value)

@@ -1,5 +1,6 @@
-"""Tests of measuring Hugging Face causal LMs: their own tokenizers, hidden states streamed by hooks, revisions,
-the survey, and the errors a user can make. Offline: tiny random models and a tiny BPE trained here.
+"""Tests of measuring Hugging Face causal LMs: their own tokenizers, hidden states streamed by hooks,
+revisions, the survey, and the errors a user can make. Offline: tiny random models and a tiny BPE trained
+here.
 
     python -m pytest tests/test_measure_hf.py -q
 """
@@ -15,7 +16,8 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-os.environ["HF_HUB_OFFLINE"] = "1"  # nothing here may reach the network (read where huggingface_hub is imported)
+# nothing here may reach the network (read where huggingface_hub is imported)
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
@@ -25,24 +27,29 @@ from condensation import find_blocks, hidden_stats, stream_hidden  # noqa: E402
 from data.common import prepare_text  # noqa: E402
 from measure import Result, main  # noqa: E402
 
-TEXT = " ".join(["To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer the slings",
-                 "and arrows of outrageous fortune, or to take arms against a sea of troubles and by opposing end",
-                 "them. To die, to sleep, no more; and by a sleep to say we end the heart-ache and the thousand"] * 6)
+TEXT = " ".join(["To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer "
+                 "the slings",
+                 "and arrows of outrageous fortune, or to take arms against a sea of troubles and by "
+                 "opposing end",
+                 "them. To die, to sleep, no more; and by a sleep to say we end the heart-ache and the "
+                 "thousand"] * 6)
 VOCAB = 300
-SMALL = dict(vocab_size=VOCAB, hidden_size=32, num_attention_heads=4, intermediate_size=64, max_position_embeddings=128,
-             pad_token_id=0, bos_token_id=1, eos_token_id=2)
+SMALL = dict(vocab_size=VOCAB, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+             max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2)
 ARCHITECTURES = {  # tiny configs of the families the paper measured, and a few more
-    "gpt2": lambda n: transformers.GPT2Config(n_layer=n, n_head=2, n_embd=32, n_positions=128, vocab_size=VOCAB,
-                                              bos_token_id=1, eos_token_id=2),
+    "gpt2": lambda n: transformers.GPT2Config(n_layer=n, n_head=2, n_embd=32, n_positions=128,
+                                              vocab_size=VOCAB, bos_token_id=1, eos_token_id=2),
     "llama": lambda n: transformers.LlamaConfig(**SMALL, num_hidden_layers=n, num_key_value_heads=2),
     "gpt_neox": lambda n: transformers.GPTNeoXConfig(**SMALL, num_hidden_layers=n),
     "qwen2": lambda n: transformers.Qwen2Config(**SMALL, num_hidden_layers=n, num_key_value_heads=2),
-    "qwen3": lambda n: transformers.Qwen3Config(**SMALL, num_hidden_layers=n, num_key_value_heads=2, head_dim=8),
+    "qwen3": lambda n: transformers.Qwen3Config(**SMALL, num_hidden_layers=n, num_key_value_heads=2,
+                                                head_dim=8),
     "olmo2": lambda n: transformers.Olmo2Config(**SMALL, num_hidden_layers=n),
-    "gemma2": lambda n: transformers.Gemma2Config(**SMALL, num_hidden_layers=n, num_key_value_heads=2, head_dim=8),
+    "gemma2": lambda n: transformers.Gemma2Config(**SMALL, num_hidden_layers=n, num_key_value_heads=2,
+                                                  head_dim=8),
     "opt": lambda n: transformers.OPTConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=n, ffn_dim=64,
-                                            num_attention_heads=4, max_position_embeddings=128, pad_token_id=0,
-                                            word_embed_proj_dim=32),
+                                            num_attention_heads=4, max_position_embeddings=128,
+                                            pad_token_id=0, word_embed_proj_dim=32),
 }
 
 
@@ -52,15 +59,15 @@ def tiny(arch, layers=3, seed=0):
 
 
 def bpe(bos_first):
-    """A byte-level BPE of 300 tokens trained on TEXT (milliseconds); bos_first: it puts <s> before every text,
-    as Llama's does."""
+    """A byte-level BPE of 300 tokens trained on TEXT (milliseconds); bos_first: it puts <s> before every
+    text, as Llama's does."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([TEXT], trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<unk>", "<s>", "</s>"],
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                                        show_progress=False))
+    tok.train_from_iterator([TEXT], trainers.BpeTrainer(
+        vocab_size=VOCAB, special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
     if bos_first:
         tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
@@ -69,7 +76,8 @@ def bpe(bos_first):
 
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory):
-    """Folders of three saved tiny models with their own tokenizer (not GPT-2's), a text file, a char data set."""
+    """Folders of three saved tiny models with their own tokenizer (not GPT-2's), a text file, a char data
+    set."""
     tmp = tmp_path_factory.mktemp("hf")
     for arch, layers in (("gpt2", 2), ("llama", 3), ("gpt_neox", 4)):
         tiny(arch, layers).save_pretrained(tmp / arch)
@@ -155,26 +163,31 @@ def test_text_file_in_the_models_own_tokens_matches_output_hidden_states(hf, arc
     body = 24 - len(prefix)
     windows = [torch.tensor(prefix + ids[i:i + body]) for i in range(0, 5 * body, body)]  # consecutive, full
     layers = transformers.AutoConfig.from_pretrained(folder).num_hidden_layers
-    assert len(r.mean_cos) == layers + 1 == {"gpt2": 3, "llama": 4, "gpt_neox": 5}[arch] and r.num_tokens == 5 * 24
+    assert (len(r.mean_cos) == layers + 1 == {"gpt2": 3, "llama": 4, "gpt_neox": 5}[arch]
+            and r.num_tokens == 5 * 24)
     same(r, by_hand(folder, windows))
     assert f"spearman {r.spearman:+.3f}" in capsys.readouterr().out
 
 
 def test_validation_text_is_read_in_the_models_own_tokens(hf):
-    """By default a Hugging Face model reads the validation split's text, decoded and tokenised its own way."""
+    """By default a Hugging Face model reads the validation split's text, decoded and tokenised its own
+    way."""
     folder = hf / "gpt_neox"
-    main([f"--hf={folder}", f"--data_dir={hf / 'chars'}", "--seq_len=16", "--num_sequences=3", f"--save={hf}/val"])
+    main([f"--hf={folder}", f"--data_dir={hf / 'chars'}", "--seq_len=16", "--num_sequences=3",
+          f"--save={hf}/val"])
     r = Result.load(hf / "val.json")
     chars = json.loads((hf / "chars" / "meta.json").read_text())["chars"]
     text = "".join(chars[i] for i in np.fromfile(hf / "chars" / "val.bin", dtype=np.uint16))
-    ids = np.array(transformers.AutoTokenizer.from_pretrained(folder)(text, add_special_tokens=False)["input_ids"])
+    ids = np.array(transformers.AutoTokenizer.from_pretrained(folder)(text, add_special_tokens=False)
+                   ["input_ids"])
     starts = condensation.window_starts(len(ids), 3, 16, 1337)  # the default seed
     same(r, by_hand(folder, [torch.from_numpy(ids[i:i + 16]) for i in starts]))
 
 
 def test_compare_across_tokenizers_and_with_our_checkpoint(hf, capsys):
-    main([f"--compare=init,hf:{hf / 'gpt2'},hf:{hf / 'llama'}", f"--data_dir={hf / 'chars'}", f"--out_dir={hf}",
-          "--num_sequences=2", "--n_layer=1", "--n_head=2", "--n_embd=16", "--block_size=20", "--seq_len=20"])
+    main([f"--compare=init,hf:{hf / 'gpt2'},hf:{hf / 'llama'}", f"--data_dir={hf / 'chars'}",
+          f"--out_dir={hf}", "--num_sequences=2", "--n_layer=1", "--n_head=2", "--n_embd=16",
+          "--block_size=20", "--seq_len=20"])
     results = json.loads((hf / "compare.json").read_text())
     assert [r["name"] for r in results] == ["init", "gpt2", "llama"]
     assert [len(r["mean_cos"]) for r in results] == [2, 3, 4]
@@ -192,9 +205,12 @@ def test_revision_reaches_from_pretrained(hf, monkeypatch, capsys):
             calls.append((_cls, name, kwargs.get("revision")))
             return _real(hf / "gpt_neox", *args, **{k: v for k, v in kwargs.items() if k != "revision"})
         monkeypatch.setattr(cls, "from_pretrained", fake)
-    main(["--compare=hf:EleutherAI/pythia-14m@step0,hf:EleutherAI/pythia-14m@step1000,hf:EleutherAI/pythia-14m",
-          f"--text_file={hf / 'plays.txt'}", "--seq_len=16", "--num_sequences=2", f"--out_dir={hf}/revisions"])
-    asked = {(cls, rev) for cls, name, rev in calls if name == "EleutherAI/pythia-14m"}  # not the folder's own
+    main(["--compare=hf:EleutherAI/pythia-14m@step0,hf:EleutherAI/pythia-14m@step1000,"
+          "hf:EleutherAI/pythia-14m",
+          f"--text_file={hf / 'plays.txt'}", "--seq_len=16", "--num_sequences=2",
+          f"--out_dir={hf}/revisions"])
+    # not the folder's own
+    asked = {(cls, rev) for cls, name, rev in calls if name == "EleutherAI/pythia-14m"}
     assert asked == {(cls, rev) for cls in ("AutoConfig", "AutoTokenizer", "AutoModelForCausalLM")
                      for rev in ("step0", "step1000", None)}
     names = [r["name"] for r in json.loads((hf / "revisions" / "compare.json").read_text())]
@@ -206,7 +222,8 @@ def test_revision_reaches_from_pretrained(hf, monkeypatch, capsys):
 
 
 def hub_failure(kind):
-    """A download function that fails as the hub does: kind is an exception class of huggingface_hub.errors."""
+    """A download function that fails as the hub does: kind is an exception class of
+    huggingface_hub.errors."""
     import huggingface_hub.errors
 
     def download(*args, **kwargs):
@@ -220,7 +237,8 @@ def hub_failure(kind):
 @pytest.mark.parametrize("kind, message", [
     (None, "cannot reach the Hugging Face hub and someone/model is not in the local cache"),
     ("GatedRepoError", "someone/model is a gated model: accept its licence"),
-    ("RepositoryNotFoundError", "someone/model is neither a local folder nor a model on the Hugging Face hub"),
+    ("RepositoryNotFoundError",
+     "someone/model is neither a local folder nor a model on the Hugging Face hub"),
     ("RevisionNotFoundError", "someone/model has no revision 'step7'"),
 ])
 def test_hub_errors_are_one_sentence(kind, message, monkeypatch):
@@ -250,7 +268,8 @@ def test_folder_errors_are_one_sentence(hf, tmp_path):
         ([f"--hf={vision}"], "is a ViT model, not a causal language model"),
         ([f"--hf={tmp_path / 'missing'}"], "is neither an existing folder nor a hub name"),
         ([f"--hf={hf / 'gpt2'}@step1"], "is a local folder, which has no revisions"),
-        ([f"--hf={hf / 'gpt2'}", f"--text_file={short}"], f"text_file {short} holds 2 tokens, fewer than one window"),
+        ([f"--hf={hf / 'gpt2'}", f"--text_file={short}"],
+         f"text_file {short} holds 2 tokens, fewer than one window"),
         ([f"--hf={hf / 'gpt2'}", f"--text_file={binary}"], "is not UTF-8 text"),
         ([f"--hf={hf / 'gpt2'}", f"--text_file={tmp_path}"], "is a folder; give the path of a text file"),
         ([f"--hf={hf / 'gpt2'}", "--bins=0"], "bins is 0, but the histogram needs at least one bin"),
@@ -284,14 +303,16 @@ def test_survey_measures_each_model_once_and_draws_the_trend(hf, tmp_path, monke
                                                                           ("B", "gpt_neox")]
     params = {os.path.basename(r["model"]): r["params"] for r in rows}
     for arch, layers in (("gpt2", 2), ("llama", 3), ("gpt_neox", 4)):  # counted, tied weights once
-        assert params[arch] == sum({p.data_ptr(): p.numel() for p in tiny(arch, layers).parameters()}.values())
+        assert params[arch] == sum({p.data_ptr(): p.numel()
+                                    for p in tiny(arch, layers).parameters()}.values())
     main([f"--hf={hf / 'llama'}", *args[1:], f"--save={tmp_path}/single"])  # the survey measures as --hf does
     assert rows[1]["result"] == json.loads((tmp_path / "single.json").read_text())
     assert (tmp_path / "tiny_survey" / "survey.png").stat().st_size > 10_000
     assert "| A | llama |" in (tmp_path / "tiny_survey" / "survey.md").read_text()
 
     survey.write_text(survey.read_text().replace(f", {str(tmp_path / 'not_there')!r}", ""))
-    monkeypatch.setattr("measure.measure_entry", lambda *a: pytest.fail("a measured model was measured again"))
+    monkeypatch.setattr("measure.measure_entry",
+                        lambda *a: pytest.fail("a measured model was measured again"))
     main(args)  # everything is there: nothing is measured, the figure is drawn again
     assert len(json.loads((tmp_path / "tiny_survey" / "survey.json").read_text())) == 3
 
