@@ -250,8 +250,8 @@ def main(args):
               + (f" (OMP_NUM_THREADS={s.threads} in the runs)" if s.threads else ""),
               f"model: {s.n_layer} layers, {s.n_embd} wide, block {s.block_size}, batch {s.batch_size} x "
               f"{s.gradient_accumulation_steps}; {tokens_per_iter:,} tokens and "
-              f"{flops * tokens_per_iter / 1e12:.3g} model TFLOP per step; dispersion on hidden states {layers}, "
-              f"m = {m} tokens per sequence",
+              f"{flops * tokens_per_iter / 1e12:.3g} model TFLOP per step; "
+              f"dispersion on hidden states {layers}, m = {m} tokens per sequence",
               f"MFU against {peak / 1e12:.3g} TFLOP/s from {peak_source}" if peak else
               f"MFU: no peak FLOP/s for {name} in model.PEAK_FLOPS, so it is not reported; "
               "give --peak_tflops=N to set one"]
