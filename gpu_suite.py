@@ -56,8 +56,8 @@ import time
 from types import SimpleNamespace
 
 from configurator import ConfigError, configure
-from gpu_report import OTHER_STUDIES, machine_facts, read_json, write_summary
-from settings import defaults
+from gpu_report import (OTHER_STUDIES, SCALES, machine_facts, plan, plan_table, read_json, run_settings,
+                        write_summary)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SUITE_SETTINGS = dict(
@@ -70,25 +70,6 @@ SUITE_SETTINGS = dict(
     data_dir="",  # a prepared data set for every run instead of the configs' own (data/shakespeare)
 )
 STEPS = ("mfu", "overhead", "full", "studies")
-TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4"]
-# the arguments of each kind of command: on a GPU the configs as they are, in the rehearsal tiny ones
-SCALES = {
-    "gpu": dict(every=[], timing=["--warmup=10", "--iters=50", "--log_every=10"], full=[],
-                gpt2=["--n_layer=12", "--n_head=12", "--n_embd=768", "--block_size=1024", "--batch_size=16",
-                      "--dropout=0.0"]),
-    "rehearsal": dict(  # one compiled run (mfu), the others eager; all in bf16 with the GPU's stacked loss
-        every=["--device=cpu", "--dtype=bfloat16", "--dispersion_path=stacked", "--compile=False", *TINY],
-        timing=["--warmup=1", "--iters=2", "--log_every=1"], gpt2=["--dropout=0.0", "--compile=True"],
-        full=["--max_iters=4", "--eval_interval=2", "--eval_iters=1", "--log_interval=1", "--warmup_iters=1",
-              "--track_sequences=2"]),
-}
-COSTS = {  # what the estimates assume (see the docstring): seconds, FLOP/s and MFU
-    "gpu": dict(peak=989e12, mfu_gpt2=0.40, mfu_small=0.20, start=10, compile_gpt2=60, compile_small=30,
-                warm=10, loss=15, evaluation=1.0, checkpoint_gpt2=10, term=5, measure=5, facts=5),
-    "rehearsal": dict(peak=1e11, mfu_gpt2=0.1, mfu_small=0.1, start=5, compile_gpt2=30, compile_small=0,
-                      warm=0, loss=0, evaluation=0.2, checkpoint_gpt2=0, term=2, measure=0.5, facts=3),
-}
-VOCAB = 50304  # GPT-2's 50,257 tokens padded to a multiple of 64 (model.padded_vocab)
 METHOD_RUNS = {"small_base": "plain", "small_disp": "dispersion", "noise": "noise", "forget": "forget"}
 
 
@@ -98,58 +79,6 @@ class OutOfTime(Exception):
 
 class StepFailed(Exception):
     """A command exited with an error; the message says which, why, and where its log is."""
-
-
-# -----------------------------------------------------------------------------
-# the plan: estimates from the configs' sizes and COSTS
-
-
-def run_settings(scale, *extra):
-    """The settings of config/small_base.py with the scale's arguments, as train.py reads them."""
-    return configure(defaults(), ["config/small_base.py", *SCALES[scale]["every"], *extra])
-
-
-def step_seconds(c, s, mfu):
-    """Compute time of one training step of the model the settings s describe."""
-    L, C, T = s["n_layer"], s["n_embd"], s["block_size"]
-    flops = 6 * (VOCAB * C + 12 * L * C * C) + 12 * L * T * C  # per token: 6 N + 12 L T C
-    return s["batch_size"] * s["gradient_accumulation_steps"] * T * flops / (c["peak"] * mfu)
-
-
-def plan(scale):
-    """{step: {part: seconds}}: each step's estimate, and its parts (processes started, compile, compute,
-    rest)."""
-    c, sc = COSTS[scale], SCALES[scale]
-    small, gpt2, full = (run_settings(scale), run_settings(scale, *sc["gpt2"]),
-                         run_settings(scale, *sc["full"]))
-    timed = 1 + sum(int(a.split("=")[1]) for a in sc["timing"][:2])  # bench.py: warm-up + timed steps + 1
-    evals = full["max_iters"] // full["eval_interval"] + 1
-    # small_base then small_disp, each trained and measured: 4 processes, the loss 5% slower and compiled too
-    pair = dict(processes=4, compile=3 * c["warm"], rest=2 * evals * c["evaluation"] + 2 * c["measure"],
-                compute=2.05 * full["max_iters"] * step_seconds(c, full, c["mfu_small"]))
-    steps = {
-        "facts": dict(processes=0, compile=0, compute=0.0, rest=c["facts"]),
-        "mfu": dict(processes=2, compile=c["compile_gpt2"],
-                    compute=timed * step_seconds(c, gpt2, c["mfu_gpt2"]),
-                    rest=2 * c["evaluation"] + c["checkpoint_gpt2"]),
-        "overhead": dict(processes=3, compile=2 * c["compile_small"] + 2 * c["loss"], rest=4 * c["evaluation"]
-                         + c["term"], compute=2.05 * timed * step_seconds(c, small, c["mfu_small"])),
-        "full": {**pair, "processes": 5, "rest": pair["rest"] + 3 * c["measure"]},  # then compare: 3 models
-        "studies": pair,
-    }
-    for p in steps.values():
-        p["estimate"] = p["processes"] * c["start"] + p["compile"] + p["compute"] + p["rest"]
-    return steps
-
-
-def plan_table(scale, budget):
-    lines, total = ["| step | processes | compile s | compute s | rest s | estimate s | total s |",
-                    "|---|---:|---:|---:|---:|---:|---:|"], 0.0
-    for name, p in plan(scale).items():
-        total += p["estimate"]
-        lines.append(f"| {name} | {p['processes']} | {p['compile']:.0f} | {p['compute']:.1f} | "
-                     f"{p['rest']:.0f} | {p['estimate']:.0f} | {total:.0f} |")
-    return lines + ["", f"{total:.0f} s of a budget of {budget:.0f} s ({scale} scale)"]
 
 
 # -----------------------------------------------------------------------------
