@@ -17,10 +17,9 @@
 #   the parameters outside the embedding (85M here), and 17 s of statistics, which grow with the number of
 #   layers (1.3 s per hidden state). ESTIMATES scaled that way: GPT-2 medium 4 min, Pythia-1.4B 16 min,
 #   GPT-2 xl 19 min, Qwen3-4B 45 min (16 GB in float32); the 7B needs a GPU, or --dtype=bfloat16 and 16 GB.
-# - GPU: not measured (no GPU was available to this project when this was written). By FLOPs the forward
-#   passes of a 1B model are about 0.1 PFLOP, a fraction of a second in bf16; the per-layer
-#   eigendecompositions of 512 x 512 matrices (effective rank) gain less from a GPU and probably dominate.
-#   Downloads come on top.
+# - GPU: not measured yet. By FLOPs the forward passes of a 1B model are about 0.1 PFLOP, a fraction of a
+#   second in bf16; the per-layer eigendecompositions of 512 x 512 matrices (effective rank) gain less from a
+#   GPU and probably dominate. Downloads come on top.
 families = {
     "GPT-2": ["openai-community/gpt2", "openai-community/gpt2-medium", "openai-community/gpt2-large",
               "openai-community/gpt2-xl"],
