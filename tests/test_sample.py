@@ -1,5 +1,4 @@
 """Tests for sample.py, run as a user runs it, on an untrained checkpoint of a tiny character-level model."""
-import json
 import os
 import subprocess
 import sys
