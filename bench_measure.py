@@ -23,6 +23,7 @@ measurement alone (tokenising included, loading the model not); the loading time
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -77,11 +78,24 @@ def make_model(folder, layers):
     gpt2_tokenizer(transformers).save_pretrained(folder)
 
 
+@contextlib.contextmanager
+def no_statistics():
+    """measure() with each hidden state's statistics replaced by zeros: its forward passes alone, run exactly
+    as in a measurement (the same batches and threads)."""
+    import torch
+    import condensation
+    real = condensation.layer_sums
+    condensation.layer_sums = lambda h, lengths, bins: (torch.zeros(3), torch.zeros(bins, dtype=torch.long))
+    try:
+        yield
+    finally:
+        condensation.layer_sums = real
+
+
 def measure_speed(model, sequences, batch_size, device, sync, repeats=3):
     """measure()'s median wall time in ms on sequences (N, T), and the share of its statistics: 1 - the time
     of the same forward passes with the statistics replaced by nothing / the whole. For bench.py's report."""
-    import torch
-    from condensation import find_blocks, measure, stream_hidden
+    from condensation import measure
 
     def timed(fn):
         times = []
@@ -93,17 +107,9 @@ def measure_speed(model, sequences, batch_size, device, sync, repeats=3):
             times.append(1000 * (time.perf_counter() - t0))
         return statistics.median(times[1:])
 
-    def forward_only():
-        with torch.no_grad():
-            for k in range(0, len(sequences), batch_size):
-                stream_hidden(model, sequences[k:k + batch_size].to(device), lambda l, h: None,
-                              find_blocks(model))
-
-    was_training = model.training
     total = timed(lambda: measure(model, sequences, batch_size=batch_size, device=device))
-    model.eval()
-    forward = timed(forward_only)
-    model.train(was_training)
+    with no_statistics():
+        forward = timed(lambda: measure(model, sequences, batch_size=batch_size, device=device))
     n, T = sequences.shape
     return dict(sequences=n, seq_len=T, ms=total, sequences_per_s=n / (total / 1000),
                 tokens_per_s=n * T / (total / 1000), statistics_share=min(1.0, max(0.0, 1 - forward / total)))
@@ -131,7 +137,7 @@ def child_ours(a):
     start = time.perf_counter()
     sys.path.insert(0, ROOT)
     import torch
-    from condensation import find_blocks, measure, stream_hidden
+    from condensation import measure
     from hf_models import load_hf
     model, tokenizer = load_hf(a.model, "cpu", "float32")
     with torch.no_grad():  # transformers maps the weights file lazily: read every weight once, so that they
@@ -145,12 +151,10 @@ def child_ours(a):
     measure(model, seqs, batch_size=a.batch_size)
     out = dict(seconds=time.perf_counter() - t0, peak_mib=peak_mib(), load_seconds=loading, loaded_mib=loaded,
                measure_peak_mib=status_mib("VmHWM"))
-    if a.share:  # the forward passes alone, the same batches, the statistics replaced by nothing
+    if a.share:  # the forward passes alone: the same measure(), the statistics replaced by nothing
         t0 = time.perf_counter()
-        with torch.no_grad():
-            for k in range(0, len(seqs), a.batch_size):
-                stream_hidden(model, torch.stack(seqs[k:k + a.batch_size]), lambda l, h: None,
-                              find_blocks(model))
+        with no_statistics():
+            measure(model, seqs, batch_size=a.batch_size)
         out["forward_seconds"] = time.perf_counter() - t0
     print(json.dumps(out))
 
