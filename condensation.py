@@ -287,19 +287,18 @@ def hooks_agree(model, blocks, x):
 
 @contextmanager
 def parallel_map(device, num_batches):
-    """Speed path for measure() on a CPU: a map that runs k = min(torch's threads, num_batches) batches at
-    once, each in a thread of its own with torch's threads / k, and yields their results in order. Each batch
-    then takes its forward pass and its statistics on its own core(s): the statistics' eigendecompositions,
-    single-threaded (eigenvalues), would otherwise leave the other cores idle, a fifth of the time. Memory:
-    k batches' activations at once, still flat in depth and N. On a GPU, or with one thread or one batch,
-    it is the plain map, in this thread."""
+    """Speed path for measure() on a CPU: a map that runs as many batches at once as torch has threads, each
+    in a thread of its own with one thread for torch, and yields their results in order. Each batch then takes
+    its forward pass and its statistics on its own core: the statistics' eigendecompositions, single-threaded
+    (eigenvalues), would otherwise leave the other cores idle, a fifth of the time. Memory: one batch's
+    activations per core, still flat in depth and N. On a GPU, with one thread, or with fewer batches than
+    threads (the cores would idle, and one thread count cannot be shared safely), it is the plain map."""
     threads = torch.get_num_threads()
-    k = min(threads, num_batches) if torch.device(device).type == "cpu" else 1
-    if k <= 1:
+    if torch.device(device).type != "cpu" or threads == 1 or num_batches < threads:
         yield map
         return
-    torch.set_num_threads(threads // k)  # threads start with it (and MKL's count is global)
-    pool = ThreadPoolExecutor(k)
+    torch.set_num_threads(1)  # threads start with it (and MKL's count is global)
+    pool = ThreadPoolExecutor(threads)
     try:
         yield pool.map
     finally:

@@ -1,5 +1,6 @@
 """Tests of measure() on several CPU cores: batches side by side, one thread each (condensation.parallel_map),
-give the Result one thread gives, bit for bit; errors reach the caller; torch's thread count comes back.
+give the Result one thread gives, bit for bit; errors reach the caller; torch's thread count comes back; with
+fewer batches than threads, they run one after the other on every thread.
 
     python -m pytest tests/test_measure_parallel.py -q
 """
@@ -77,18 +78,18 @@ def test_batches_side_by_side_give_the_result_of_one_thread(make, threads, monke
     assert torch.get_num_threads() == 3
 
 
-def test_fewer_batches_than_cores_share_the_threads(threads, monkeypatch):
+def test_fewer_batches_than_cores_run_one_after_the_other_on_every_thread(threads, monkeypatch):
     model, seen = ours(), []
     real = condensation.layer_sums
 
     def layer_sums(h, lengths, bins):
-        seen.append(torch.get_num_threads())
+        seen.append((threading.get_ident(), torch.get_num_threads()))
         return real(h, lengths, bins)
 
     monkeypatch.setattr(condensation, "layer_sums", layer_sums)
     threads(4)
-    condensation.measure(model, sequences()[:2], batch_size=1)  # 2 batches on 4 threads: 2 each
-    assert set(seen) == {2} and torch.get_num_threads() == 4
+    condensation.measure(model, sequences()[:3], batch_size=1)  # 3 batches, 4 threads
+    assert set(seen) == {(threading.get_ident(), 4)} and torch.get_num_threads() == 4
 
 
 def test_an_error_in_a_batch_reaches_the_caller_and_the_threads_come_back(threads, monkeypatch):
@@ -109,9 +110,9 @@ def test_an_error_in_a_batch_reaches_the_caller_and_the_threads_come_back(thread
     assert len(calls) < 7 * 4  # the batches not yet started were cancelled
 
 
-def test_a_gpu_one_thread_or_one_batch_use_the_plain_map(threads):
-    threads(2)
-    for device, batches in (("cuda", 8), ("cpu", 1), (torch.device("meta"), 8)):
+def test_a_gpu_one_thread_or_fewer_batches_than_threads_use_the_plain_map(threads):
+    threads(4)
+    for device, batches in (("cuda", 8), (torch.device("meta"), 8), ("cpu", 3), ("cpu", 1)):
         with condensation.parallel_map(device, batches) as map_in_order:
             assert map_in_order is map
     threads(1)
