@@ -234,8 +234,8 @@ def main(a):
                       f"{forward:.1f} s, so the statistics take about {max(total - forward, 0):.1f} s "
                       f"({100 * max(total - forward, 0) / total:.0f}% of the measurement; "
                       "tokenising is in the rest).",
-                  "Pairs (ours s / theirs s, in run order): "
-                  + ", ".join(f"{o['seconds']:.0f}/{t['seconds']:.0f}" for o, t in zip(ours, theirs))]
+                  "Time ours / theirs, each pair of runs in turn: "
+                  + ", ".join(f"{o['seconds'] / t['seconds']:.2f}" for o, t in zip(ours, theirs))]
     if "batch" in sections:
         lines += ["", "Our batch size (16 sequences of 512 tokens, 12 layers, one run each):", "",
                   "| batch | measurement s | peak RSS MiB | measuring adds MiB |", "|---:|---:|---:|---:|"]
