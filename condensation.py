@@ -291,8 +291,9 @@ def parallel_map(device, num_batches):
     in a thread of its own with one thread for torch, and yields their results in order. Each batch then takes
     its forward pass and its statistics on its own core: the statistics' eigendecompositions, single-threaded
     (eigenvalues), would otherwise leave the other cores idle, a fifth of the time. Memory: one batch's
-    activations per core, still flat in depth and N. On a GPU, with one thread, or with fewer batches than
-    threads (the cores would idle, and one thread count cannot be shared safely), it is the plain map."""
+    activations per core, still flat in depth and N. The threads share the model, whose forward pass in eval
+    mode must not change it (true of every architecture tested). On a GPU, with one thread, or with fewer
+    batches than threads (cores would idle, and one thread count cannot be shared safely), the plain map."""
     threads = torch.get_num_threads()
     if torch.device(device).type != "cpu" or threads == 1 or num_batches < threads:
         yield map
