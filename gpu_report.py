@@ -56,10 +56,13 @@ def run_settings(scale, *extra):
 
 
 def step_seconds(c, s, mfu):
-    """Compute time of one training step of the model the settings s describe."""
-    L, C, T = s["n_layer"], s["n_embd"], s["block_size"]
-    flops = 6 * (VOCAB * C + 12 * L * C * C) + 12 * L * T * C  # per token: 6 N + 12 L T C
-    return s["batch_size"] * s["gradient_accumulation_steps"] * T * flops / (c["peak"] * mfu)
+    """Compute time of one training step of the model the settings s describe, from model.flops_per_token
+    (6 N + 12 L T C) on a model built on the meta device (no memory)."""
+    import torch
+    from model import GPT, config_from_settings
+    with torch.device("meta"):
+        flops = GPT(config_from_settings(s, VOCAB)).flops_per_token(s["block_size"])
+    return s["batch_size"] * s["gradient_accumulation_steps"] * s["block_size"] * flops / (c["peak"] * mfu)
 
 
 def plan(scale):
