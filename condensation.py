@@ -333,7 +333,7 @@ def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", p
         blocks = None
     batches = [[seqs[i] for i in order[k:k + batch_size]] for k in range(0, len(seqs), batch_size)]
 
-    def batch_sums(group):  # entry by entry, the sums of one batch
+    def batch_sums(group):  # entry by entry, the sums of one batch; run: hidden_stream's, opened below
         with torch.inference_mode():  # (thread-local)
             x = pad_sequence(group, batch_first=True).to(device)  # (B, T) right-padded with token 0
             lengths = torch.tensor([len(s) for s in group], device=device)  # (B,)
