@@ -7,7 +7,7 @@ cone, layer by layer. Definitions: docs/condensation.md, sections 1 and 2.
     result = measure(model, sequences)
     result.mean_cos, result.spearman, result.save("cond.json")
 
-measure.py is the command around this library; plots.py draws its figures.
+measure.py is the command around this library; condense/plots.py draws its figures.
 """
 
 import json

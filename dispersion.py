@@ -7,7 +7,7 @@ Definitions: docs/condensation.md, section 3 (the loss family and the choice of 
 
 Each variant below is its formula in plain torch ops, built from the pairwise building blocks; autograd
 supplies the gradient. That is what runs for a loss you add. The six built-in variants also have a speed path,
-dispersion_fused.py: the same values and gradients in fewer, larger kernels (tests/test_dispersion.py holds it
+condense/dispersion_fused.py: the same values and gradients in fewer, larger kernels (tests/test_dispersion.py holds it
 to the formulas here), which dispersion_loss uses for them. You never need to read it to use or extend the
 losses.
 
@@ -20,7 +20,7 @@ test of your own, and `python train.py config/tiny_disp.py --dispersion_variant=
 
 On a GPU, train.py stacks the L chosen layers into one batch of L*B sequences: the mean over that batch is the
 mean over layers of the per-layer means, in one call. On a CPU it calls the loss once per layer, which is
-faster there (the smaller matrices stay in cache; bench.py measures both).
+faster there (the smaller matrices stay in cache; scripts/bench.py measures both).
 """
 
 import math
@@ -28,7 +28,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-import dispersion_fused as fused
+from condense import dispersion_fused as fused
 
 EPS = 1e-6  # floor on norms: u_i = z_i / max(||z_i||, EPS); keeps zero vectors finite in value and gradient
 
@@ -224,7 +224,7 @@ def dispersion_loss(z, variant="angular", *, tau=1.0, clamp=0.1, margin=0.5, nor
     Precision: computed in fp32 with autocast disabled, whatever the input dtype (fp64 input stays fp64).
     Extra activation memory of a built-in variant, with m = min(T, max_tokens): 4 * B * (a * m * C + k * m^2)
     bytes kept for backward, a copies of (B, m, C) and k pairwise (B, m, m) matrices: a = k = 1 (the unit or
-    centred vectors and one gradient matrix), except l2_repel, a = 2 (its norm term keeps z); bench.py
+    centred vectors and one gradient matrix), except l2_repel, a = 2 (its norm term keeps z); scripts/bench.py
     measures a and k. Bounded by max_tokens whatever T is.
     """
     check_settings(variant, tau=tau, clamp=clamp, margin=margin, norm_weight=norm_weight,

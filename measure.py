@@ -21,10 +21,10 @@ a table per model:
     python measure.py --compare=out/a,out/b,init,hf:gpt2   # side-by-side figure and table: out_dir/compare.*
     python measure.py --compare=hf:EleutherAI/pythia-160m@step0,hf:EleutherAI/pythia-160m   # revisions
     python measure.py --history=out/tiny_disp                 # condensation over training, from metrics.jsonl
-    python measure.py --survey=studies/models_survey.py       # model families by size: survey.py
+    python measure.py --survey=studies/models_survey.py       # model families by size: condense/survey.py
 
 Every model reads its own tokens: ours the tokens of their data set, a Hugging Face model those of its own
-tokenizer (hf_models.py). The text is the same for all of them: by default the validation split of the data
+tokenizer (condense/hf_models.py). The text is the same for all of them: by default the validation split of the data
 set (--dataset or --data_dir), else --text_file or the strings of `texts`, cut into windows of seq_len tokens.
 """
 
@@ -43,9 +43,9 @@ import torch
 from condensation import (Result, add_batch, hidden_stats, kendall, measure, model_limits,  # noqa: F401
                           spearman, text_windows, val_windows, windows)
 from configurator import configure
-from hf_models import bos_prefix, hf_encode, load_hf, parameter_count, short_name
+from condense.hf_models import bos_prefix, hf_encode, load_hf, parameter_count, short_name
 from model import GPT, config_from_settings, load_checkpoint, model_from_checkpoint, pick_device
-from plots import plot_history, plot_signatures
+from condense.plots import plot_history, plot_signatures
 from settings import defaults
 
 # -----------------------------------------------------------------------------
@@ -69,7 +69,7 @@ MEASURE_SETTINGS = dict(
     # <bos>; nothing for GPT-2, Qwen, Pythia), as the paper's code did; 'always' or 'never' a BOS token
     bos="auto",
     bins=128,  # histogram bins on [-1, 1]
-    measure_batch_size=1,  # sequences per forward pass: on a CPU 1 is fastest and lightest (bench_measure.py)
+    measure_batch_size=1,  # sequences per forward pass: on a CPU 1 is fastest and lightest (scripts/bench_measure.py)
     save="",  # path stem of the files written (SAVE.json, SAVE.png); empty picks a name in out_dir
 )
 
@@ -229,7 +229,7 @@ def command(args):
         print(f"wrote {path}")
         return
     if s.survey:
-        from survey import run_survey
+        from condense.survey import run_survey
         run_survey(s, measure_entry)
         return
     if s.compare:

@@ -257,7 +257,7 @@ def padded_vocab(vocab_size):
 
 def config_from_settings(settings, vocab_size):
     """The GPTConfig of the model that train.py's settings (a dict) describe, for a tokenizer of vocab_size
-    ids: one definition of "the same model" for train.py, measure.py --init and bench.py."""
+    ids: one definition of "the same model" for train.py, measure.py --init and scripts/bench.py."""
     keys = ("block_size", "n_layer", "n_head", "n_embd", "mlp_dim", "dropout", "bias", "embed_noise_alpha")
     return GPTConfig(vocab_size=padded_vocab(vocab_size), **{k: settings[k] for k in keys})
 

@@ -25,14 +25,14 @@ import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from condense.train_utils import (append_metrics, check_token_files, claim_out_dir,
+                                  exit_before_interpreter_shutdown, peak_memory_mb, restore_rng, rng_states,
+                                  start_metrics, stop_if_nonfinite, write_checkpoint)
 from configurator import configure
 from data.common import data_fingerprint, read_meta
 from dispersion import dispersion_loss, select_layers
 from model import GPT, GPTConfig, config_from_settings, load_checkpoint, peak_flops, pick_device
 from settings import *  # every setting, with its default and meaning: out_dir, batch_size, n_layer, ...
-from train_utils import (append_metrics, check_token_files, claim_out_dir, exit_before_interpreter_shutdown,
-                         peak_memory_mb, restore_rng, rng_states, start_metrics, stop_if_nonfinite,
-                         write_checkpoint)
 
 # config files and --key=value overrides, each value checked against settings.RULES: a mistake stops here
 
@@ -48,7 +48,7 @@ except ValueError as e:  # ConfigError is one
 ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
 if ddp:
     init_process_group(backend=backend or ("nccl" if device_type == "cuda" else "gloo"))
-    atexit.register(exit_before_interpreter_shutdown)  # see train_utils.py: avoids an abort at exit
+    atexit.register(exit_before_interpreter_shutdown)  # see condense/train_utils.py: avoids an abort at exit
     rank, local_rank, world_size = (int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]),
                                     int(os.environ["WORLD_SIZE"]))
     if device_type == "cuda":
@@ -207,7 +207,7 @@ if compile:
     import torch._dynamo
     torch._dynamo.config.suppress_errors = True  # a model that fails to compile runs eagerly, with a warning
     model = torch.compile(model)
-    # compiled on its own, as it runs outside the model: its passes fuse into a few kernels (bench.py)
+    # compiled on its own, as it runs outside the model: its passes fuse into a few kernels (scripts/bench.py)
     dispersion_fn = torch.compile(dispersion_loss)
 if ddp:
     model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)

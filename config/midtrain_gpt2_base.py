@@ -8,8 +8,8 @@
 #     python train.py config/midtrain_gpt2_base.py                                   # one GPU
 #     torchrun --standalone --nproc_per_node=8 train.py config/midtrain_gpt2_base.py  # 8 GPUs, the same steps
 #     pip install "lm-eval[hf]==0.4.13"
-#     python evaluate.py --out_dir=out/midtrain_gpt2_base --tasks=paper             # the benchmarks
-# Both arms over 3 seeds, scored, in one table: python study.py studies/midtrain_gpt2.py
+#     python -m scripts.evaluate --out_dir=out/midtrain_gpt2_base --tasks=paper             # the benchmarks
+# Both arms over 3 seeds, scored, in one table: python -m scripts.study studies/midtrain_gpt2.py
 #
 # Cost, estimated (no GPU run of this recipe exists yet): model.flops_per_token(1024) = 6N + 12LTC = 8.55e8
 # training FLOPs per token (N = 123.7M without the position table), x 200.0M tokens = 1.71e17 FLOPs. At an
@@ -29,7 +29,7 @@
 # - dropout = 0.1: GPT-2's own setting, which a transformers GPT2LMHeadModel trains with unless told
 #   otherwise; 200M tokens revisit WikiText-103's training text (103M words) nearly twice.
 # - The checkpoint scored is the last one (always_save_checkpoint: step 1,526, the end of the schedule), a
-#   fixed step for every run; never one picked on the benchmarks (evaluate.py says why).
+#   fixed step for every run; never one picked on the benchmarks (scripts/evaluate.py says why).
 out_dir = "out/midtrain_gpt2_base"
 init_from = "gpt2"  # OpenAI's weights (GPT.from_pretrained): 12 layers, 768 wide, biases, vocabulary 50257
 dataset = "wikitext"

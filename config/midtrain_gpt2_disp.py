@@ -2,7 +2,7 @@
 # weights on 200M tokens of WikiText-103; commands, cost and choices there) plus the dispersion loss as the
 # paper's main setting: angular, on all 12 layers, weight 0.1, tau 1, 256 tokens per sequence.
 #     python train.py config/midtrain_gpt2_disp.py
-#     python evaluate.py --out_dir=out/midtrain_gpt2_disp --tasks=paper
+#     python -m scripts.evaluate --out_dir=out/midtrain_gpt2_disp --tasks=paper
 # Cost: as the base arm, plus the loss: its matrices add ~0.4% to the FLOPs per token (12 layers x 16
 # sequences x 256^2 pairs x 768 wide, forward and backward); its elementwise passes a few percent more on top
 # (estimated).

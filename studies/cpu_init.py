@@ -2,7 +2,7 @@
 # falling with training). Measured at init (measure_init), at every evaluation (every 25 steps, 8 val windows)
 # and at the end (100 windows); with and without the dispersion loss. results/cpu_init/condensation.png:
 # Spearman against iteration; each run's history.png: mean cosine of every layer against iteration.
-#     python study.py studies/cpu_init.py          # 2 runs, about 2-3 minutes on 2 CPU cores
+#     python -m scripts.study studies/cpu_init.py          # 2 runs, about 2-3 minutes on 2 CPU cores
 exec(open("studies/scale_cpu.py").read())
 shared = {**shared, "eval_interval": 25}
 runs = {

@@ -2,7 +2,7 @@
 # studies/cpu_method.py are noise). Every variant at weight 0.1 on all layers; angular also at weight 0.01
 # and 1, and on the late half of the layers only; plain as the reference. The full grid (every variant x
 # 3 weights x 2 layer sets) is studies/gpu_knobs.py.
-#     python study.py studies/cpu_knobs.py         # 10 runs, about 10 minutes on 2 CPU cores
+#     python -m scripts.study studies/cpu_knobs.py         # 10 runs, about 10 minutes on 2 CPU cores
 exec(open("studies/scale_cpu.py").read())
 runs = {"plain": {}}
 runs |= {variant: {"dispersion_weight": 0.1, "dispersion_variant": variant}

@@ -2,7 +2,7 @@
 # plain, dispersion (angular, weight 0.1, all layers), noisy embeddings (NEFTune, alpha 1) and active
 # forgetting (the token embedding, tied to the output head, re-initialised at steps 150 and 300).
 # Read: val loss mean and spread over seeds, late-layer mean cosine, Spearman.
-#     python study.py studies/cpu_method.py        # 12 runs, about 11 minutes on 2 CPU cores
+#     python -m scripts.study studies/cpu_method.py        # 12 runs, about 11 minutes on 2 CPU cores
 exec(open("studies/scale_cpu.py").read())
 runs = {
     "plain": {},

@@ -2,6 +2,6 @@
 # fixed.
 # The paper (GPT-2-small shape, MLP 64 / 256 / 1024 / 4096): Spearman 0.95 / 0.90 / 0.68 / 0.42, narrower
 # MLP, more condensation.
-#     python study.py studies/cpu_mlp.py           # 5 runs, about 4 minutes on 2 CPU cores
+#     python -m scripts.study studies/cpu_mlp.py           # 5 runs, about 4 minutes on 2 CPU cores
 exec(open("studies/scale_cpu.py").read())
 runs = {f"mlp{width}": {"mlp_dim": width} for width in (16, 32, 64, 128, 256)}

@@ -4,8 +4,8 @@
 # torch.compile (train.py's defaults on CUDA). Needs internet once, for the data:
 #     pip install datasets
 #     python data/fineweb/prepare.py --tokens=1B              # data/fineweb/: 2 GB; minutes on 16 cores
-#     python study.py studies/gpu_fineweb.py --nproc=8        # 8 GPUs: roughly 5-10 minutes per run
-#     python study.py studies/gpu_fineweb.py                  # one H100: roughly 30-60 minutes per run
+#     python -m scripts.study studies/gpu_fineweb.py --nproc=8        # 8 GPUs: roughly 5-10 minutes per run
+#     python -m scripts.study studies/gpu_fineweb.py                  # one H100: roughly 30-60 minutes per run
 base = "config/small_base.py"
 shared = dict(
     dataset="fineweb",

@@ -2,7 +2,7 @@
 # config/small_base.py, small_disp.py (angular, weight 0.1, all layers), small_noise.py (NEFTune,
 # alpha 1) and small_forget.py (token embedding re-initialised every 500 steps: 3 times).
 # Read: val loss mean and spread over seeds, late-layer mean cosine, Spearman.
-#     python study.py studies/gpu_method.py --device=cuda     # 12 runs, a few minutes each on one GPU
+#     python -m scripts.study studies/gpu_method.py --device=cuda     # 12 runs, a few minutes each on one GPU
 exec(open("studies/scale_gpu.py").read())
 runs = {
     "plain": {},

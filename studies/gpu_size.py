@@ -1,6 +1,6 @@
 # Study 3, GPU scale: depth and width scaled together (head size 64), the same steps and tokens for each.
 # The paper: the larger the model, the less it condenses, in every family tried.
-#     python study.py studies/gpu_size.py --device=cuda       # 4 runs, a few minutes each on one GPU
+#     python -m scripts.study studies/gpu_size.py --device=cuda       # 4 runs, a few minutes each on one GPU
 exec(open("studies/scale_gpu.py").read())
 runs = {
     "2x128": {"n_layer": 2, "n_head": 2, "n_embd": 128},

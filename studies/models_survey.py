@@ -12,7 +12,7 @@
 #
 # Time per model, 100 windows of 512 tokens, the statistics included (survey.md lists the measured time of
 # each model once it has run):
-# - CPU, float32, 2 cores: measured on a GPT-2-small-shaped model (bench_measure.py, 16 windows: 12.8 s, of
+# - CPU, float32, 2 cores: measured on a GPT-2-small-shaped model (scripts/bench_measure.py, 16 windows: 12.8 s, of
 #   which the forward passes 10.0 s), so 100 windows take about 80 s: 63 s of forward passes, which grow with
 #   the parameters outside the embedding (85M here), and 17 s of statistics, which grow with the number of
 #   layers (1.3 s per hidden state). ESTIMATES scaled that way: GPT-2 medium 4 min, Pythia-1.4B 16 min,

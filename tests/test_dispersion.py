@@ -1,5 +1,5 @@
 """
-Tests for dispersion.py and dispersion_fused.py, in two parts.
+Tests for dispersion.py and condense/dispersion_fused.py, in two parts.
 
 The loss contract: every function in VARIANTS, one you add included, is collected for the clauses below (one
 value per sequence; finite value and gradient on condensed, zero and two-token inputs, in fp32 and bf16
@@ -9,7 +9,7 @@ A variant known to break a clause declares it in dispersion.BREAKS, and the test
 does.
 
 The built-in variants: each against an independent float64 loop over pairs (the formulas of
-docs/condensation.md section 3), the speed path (dispersion_fused.py) against the formulas, anchor values,
+docs/condensation.md section 3), the speed path (condense/dispersion_fused.py) against the formulas, anchor values,
 subsampling, precision, errors, layer selection and one full torch.compile.
 
 Run: python -m pytest tests/test_dispersion.py -q       (-k my_loss: the contract for one variant)
@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import dispersion
-import dispersion_fused
+from condense import dispersion_fused
 from dispersion import FAST_PATHS, VARIANTS, dispersion_loss, select_layers
 
 SETTINGS = dict(tau=0.7, clamp=0.1, margin=0.5, norm_weight=0.1)  # tau != 1 so a misplaced tau shows
@@ -442,7 +442,7 @@ def test_straight_through_gradient_is_the_slope_at_the_band_edge(theta):
 @pytest.mark.parametrize("variant", BUILT_IN)
 @pytest.mark.parametrize("case", list(edge_cases()) + ["below_eps", "far_apart"])
 def test_speed_path_equals_the_formula_in_value_and_gradient(variant, case):
-    """Each built-in variant runs through dispersion_fused.py; its formula in dispersion.py, through autograd,
+    """Each built-in variant runs through condense/dispersion_fused.py; its formula in dispersion.py, through autograd,
     must give the same value and gradient, also for pairs beyond the clamp band (identical, antipodal tokens),
     for zero vectors, for a token of norm 1e-7 (floored at eps = 1e-6), and for tokens so far apart that most
     exp terms underflow (the UNDERFLOW floor must not show)."""

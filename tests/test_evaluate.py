@@ -1,10 +1,10 @@
-"""Tests of evaluate.py (lm-evaluation-harness on an exported run) and of the scores in study.py's table.
+"""Tests of scripts/evaluate.py (lm-evaluation-harness on an exported run) and of the scores in scripts/study.py's table.
 
     python -m pytest tests/test_evaluate.py -q
 
 Offline: the harness reads a two-question multiple-choice task from local files (a task YAML whose
 dataset_path is json, pointing at a local JSON file), and scores two tiny GPT-2-BPE checkpoints. Needs
-lm-eval (requirements-dev.txt); the tests that need it are skipped without it. evaluate.py runs in this
+lm-eval (requirements-dev.txt); the tests that need it are skipped without it. scripts/evaluate.py runs in this
 process (importing lm-eval takes seconds, so it is imported once), except where a fresh interpreter matters.
 """
 import importlib.util
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import evaluate
-import study
+from scripts import evaluate
+from scripts import study
 from data.common import gpt2_encoding, prepare_text
 from model import GPT, GPTConfig
 
@@ -94,7 +94,7 @@ def expected_accuracy(model):
 
 
 def stop_message(argv):
-    """evaluate.py's message when it stops: one line starting with 'error: ' (sys.exit prints it, status
+    """scripts/evaluate.py's message when it stops: one line starting with 'error: ' (sys.exit prints it, status
     1)."""
     with pytest.raises(SystemExit) as stop:
         evaluate.main(argv)
@@ -116,7 +116,7 @@ def test_harness_scores_reach_lm_eval_json_and_the_study_table(setup):
         assert saved["results"]["tiny_mc"]["sample_len"] == 2  # both questions were asked
         assert (run_dir / "hf" / "export.json").exists()  # exported on the way
 
-    # study.py's table: mean ± std [min, max] over the seeds, one column per task and metric
+    # scripts/study.py's table: mean ± std [min, max] over the seeds, one column per task and metric
     s = {"base": ["config/x.py"], "shared": {}, "seeds": [1, 2], "runs": {"disp": {}},
          "evaluate": {"tasks": "tiny_mc"}}
     results = [{"run": "disp", "seed": seed, "status": "trained", "note": "",
@@ -162,7 +162,7 @@ def test_no_network_and_no_cached_data_set(setup, tmp_path):
     (A fresh interpreter: the Hub's offline switch is read at import.)"""
     root, runs, tasks = setup
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "evaluate.py", f"--out_dir={runs[1][0]}", "--tasks=hub_mc",
+    result = subprocess.run([sys.executable, "-m", "scripts.evaluate", f"--out_dir={runs[1][0]}", "--tasks=hub_mc",
                              f"--include_path={tasks}", "--device=cpu"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
     message = result.stderr.strip().splitlines()[-1]

@@ -1,11 +1,11 @@
-"""Tests of gpu_suite.py (the one-GPU suite), gpu_report.py and what the suite needs from train.py: the GPU's
+"""Tests of scripts/gpu_suite.py (the one-GPU suite), scripts/gpu_report.py and what the suite needs from train.py: the GPU's
 stacked dispersion loss, run on a CPU in bf16, against the per-layer loop; and the model and the stacked loss
 under torch.compile without graph breaks.
 
     python -m pytest tests/test_gpu_suite.py -q
 
-The rehearsal test runs `gpu_suite.py --rehearse` end to end (every step: bench.py with one compiled run,
-study.py, measure.py) on a tiny data set in a temporary folder; nothing here needs a GPU or the network.
+The rehearsal test runs `scripts/gpu_suite.py --rehearse` end to end (every step: scripts/bench.py with one compiled run,
+scripts/study.py, measure.py) on a tiny data set in a temporary folder; nothing here needs a GPU or the network.
 """
 import json
 import os
@@ -18,8 +18,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import gpu_suite
-from bench import read_settings as bench_settings
+from scripts import gpu_suite
+from scripts.bench import read_settings as bench_settings
 from dispersion import dispersion_loss
 from model import GPT, GPTConfig
 
@@ -28,7 +28,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: fastest for these ti
 
 
 def suite_run(*args, script=None, timeout=600):
-    command = [sys.executable, "-c", script] if script else [sys.executable, "gpu_suite.py"]
+    command = [sys.executable, "-c", script] if script else [sys.executable, "-m", "scripts.gpu_suite"]
     return subprocess.run([*command, *args], cwd=REPO, env=ENV, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -94,8 +94,8 @@ def test_rehearsal_runs_every_step_and_writes_the_summary(rehearsal):
                     "## d. Studies"):
         assert heading in summary
     assert "`python train.py config/small_disp.py --device=cpu" in summary and " differ)" not in summary
-    # gpu_report.py alone writes the same summary from the folder
-    assert subprocess.run([sys.executable, "gpu_report.py", str(results)], cwd=REPO, env=ENV).returncode == 0
+    # scripts/gpu_report.py alone writes the same summary from the folder
+    assert subprocess.run([sys.executable, "-m", "scripts.gpu_report", str(results)], cwd=REPO, env=ENV).returncode == 0
     assert (results / "summary.md").read_text() == summary
 
 
@@ -104,7 +104,8 @@ def test_rehearsal_runs_every_step_and_writes_the_summary(rehearsal):
 
 
 SLOW_STEP = """
-import sys, gpu_report, gpu_suite
+import sys
+from scripts import gpu_report, gpu_suite
 def slow(suite):  # a command that would outlast the budget, with a child of its own
     suite.run(["-c", "import subprocess, time; p = subprocess.Popen(['sleep', '300']); print('child', p.pid, "
                "flush=True); time.sleep(300)"], "slow")

@@ -3,7 +3,7 @@ non-zero exit, and nothing the user had lost or changed.
 
     python -m pytest tests/test_hardening.py -q
 
-Most mistakes are caught before anything trains, so train.py, sample.py and study.py run here in this
+Most mistakes are caught before anything trains, so train.py, sample.py and scripts/study.py run here in this
 interpreter, as `python train.py ...` would run them (runpy; the torch random state is put back afterwards).
 The tests that need a checkpoint share one run of 2 steps. Two more live in test_train.py, because they need
 its longer run: a full disk while saving (a real tmpfs) and a non-finite loss with condensation tracking on.
@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-import study
+from scripts import study
 from configurator import ConfigError, configure
 from data.common import prepare_text
 from dispersion import VARIANTS
@@ -262,7 +262,7 @@ def test_resume_with_no_steps_left_says_so(trained, tmp_path, capsys, max_iters)
                     "raise max_iters to train further.")
 
 
-# ---- sample.py and study.py
+# ---- sample.py and scripts/study.py
 
 
 @pytest.mark.parametrize("args, words", [

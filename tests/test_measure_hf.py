@@ -318,14 +318,14 @@ def test_survey_measures_each_model_once_and_draws_the_trend(hf, tmp_path, monke
 
 
 def test_shipped_survey_file_reads():
-    from survey import read_survey
+    from condense.survey import read_survey
     families = read_survey(os.path.join(ROOT, "studies", "models_survey.py"))
     assert {"GPT-2", "Pythia", "SmolLM2", "Qwen3", "OLMo 2"} <= set(families)
     assert all(len(models) >= 2 for models in families.values())
 
 
 def test_measure_speed_for_bench_reports_the_statistics_share():
-    from bench_measure import measure_speed
+    from scripts.bench_measure import measure_speed
     from model import GPT, GPTConfig
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=100))

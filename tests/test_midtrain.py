@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-import study
+from scripts import study
 from configurator import configure
 from data.common import gpt2_encoding, load_tokenizer
 from data.wikitext import prepare as wikitext

@@ -1,4 +1,4 @@
-"""Tests of study.py (the experiment runner) and data/fineweb/prepare.py (the web corpus, on local text).
+"""Tests of scripts/study.py (the experiment runner) and data/fineweb/prepare.py (the web corpus, on local text).
 
     python -m pytest tests/test_study.py -q
 
@@ -17,7 +17,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import study  # noqa: E402
+from scripts import study  # noqa: E402
 from measure import MEASURE_SETTINGS  # noqa: E402
 from settings import defaults as train_settings  # noqa: E402
 from configurator import configure  # noqa: E402
@@ -42,8 +42,8 @@ measure = {{"num_sequences": 4}}
 
 
 def run_study(path, results, *extra):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "study.py"), str(path), f"--results={results}",
-                           *extra], capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "scripts.study", str(path), f"--results={results}",
+                           *extra], cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
 def read_jsonl(path):
@@ -147,7 +147,7 @@ def test_spread_and_study_file_errors(tmp_path, monkeypatch):
     bad.write_text('base = "config/tiny_base.py"\nrun = {"a": {}}\n')  # 'run' for 'runs'
     with pytest.raises(SystemExit, match="unknown setting 'run' in config file .*typo.py. Did you mean runs"):
         study.load_study(str(bad))
-    monkeypatch.chdir(ROOT)  # as study.py does: study files name their paths from the repo root
+    monkeypatch.chdir(ROOT)  # as scripts/study.py does: study files name their paths from the repo root
     for name in sorted(os.listdir("studies")):
         # every shipped study reads, and names only real train.py settings
         if name.startswith(("cpu_", "gpu_")):

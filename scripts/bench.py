@@ -1,13 +1,13 @@
 """
 Benchmark the training step with the dispersion loss off and with each variant on (time, tokens/s, peak
-memory, MFU), the dispersion term alone (bench_loss.py: stacked over layers vs a loop, and its activation
-memory), and measure()'s speed (bench_measure.py).
+memory, MFU), the dispersion term alone (scripts/bench_loss.py: stacked over layers vs a loop, and its activation
+memory), and measure()'s speed (scripts/bench_measure.py).
 
-    python bench.py config/tiny_base.py --threads=1                     # CPU: off and all six variants
-    python bench.py config/tiny_base.py --variants=angular --repeats=5
-    python bench.py config/small_base.py --warmup=10 --iters=50 --log_every=10    # one GPU: bf16 and compile
+    python -m scripts.bench config/tiny_base.py --threads=1                     # CPU: off and all six variants
+    python -m scripts.bench config/tiny_base.py --variants=angular --repeats=5
+    python -m scripts.bench config/small_base.py --warmup=10 --iters=50 --log_every=10    # one GPU: bf16 and compile
     # the MFU target: GPT-2-small shape (124M), bf16 and compile, on an H100/H200
-    python bench.py config/small_base.py --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 \
+    python -m scripts.bench config/small_base.py --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 \
         --batch_size=16 --dropout=0.0 --variants=angular --warmup=10 --iters=50 --log_every=10
 
 Settings work as in train.py (config files, then --key=value) and go to every training run; BENCH_SETTINGS
@@ -42,14 +42,14 @@ from types import SimpleNamespace
 import torch
 
 from configurator import configure
-from bench_loss import bench_memory, bench_term, cuda_term_peak, fmt, memory_table, sync, term_table
+from scripts.bench_loss import bench_memory, bench_term, cuda_term_peak, fmt, memory_table, sync, term_table
 from dispersion import VARIANTS, select_layers
-from bench_measure import measure_speed
+from scripts.bench_measure import measure_speed
 from measure import data_meta, val_windows
 from model import GPT, config_from_settings, peak_flops, pick_device
 from settings import defaults
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 BENCH_SETTINGS = dict(
     iters=10,  # timed training steps per run, after the warm-up
     warmup=3,  # steps per run left out of the timing: compilation, allocator and cache warm-up
@@ -244,7 +244,7 @@ def main(args):
     compiles = s.compile if s.compile is not None else device_type == "cuda"  # train.py's default
     name = device_name(device_type)
     m = min(s.block_size, s.dispersion_tokens or s.block_size)
-    header = [f"command: python bench.py {' '.join(args)}",
+    header = [f"command: python -m scripts.bench {' '.join(args)}",
               f"device: {device} ({name}), {dtype}, compile={compiles}, torch {torch.__version__}, "
               f"{torch.get_num_threads()} torch threads"
               + (f" (OMP_NUM_THREADS={s.threads} in the runs)" if s.threads else ""),

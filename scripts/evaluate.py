@@ -2,14 +2,14 @@
 Score a trained run on downstream benchmarks with lm-evaluation-harness (EleutherAI's lm-eval).
 
     pip install "lm-eval[hf]==0.4.13"        # optional; the version this file is tested with
-    python evaluate.py --out_dir=out/midtrain_gpt2_disp --tasks=paper
-    python evaluate.py --out_dir=out/RUN --tasks=piqa,arc_easy --limit=100  # a quick look, not the benchmark
-    python evaluate.py --out_dir=out/gpt2 --hf=gpt2 --tasks=paper           # GPT-2 itself, the starting point
+    python -m scripts.evaluate --out_dir=out/midtrain_gpt2_disp --tasks=paper
+    python -m scripts.evaluate --out_dir=out/RUN --tasks=piqa,arc_easy --limit=100  # a quick look, not the benchmark
+    python -m scripts.evaluate --out_dir=out/gpt2 --hf=gpt2 --tasks=paper           # GPT-2 itself, the starting point
 
-The run's checkpoint (out_dir/ckpt.pt) is exported first to out_dir/hf (export.py) when that folder is missing
+The run's checkpoint (out_dir/ckpt.pt) is exported first to out_dir/hf (scripts/export.py) when that folder is missing
 or older than the checkpoint. The scores are merged into out_dir/lm_eval.json, one entry per task: the
 headline metric (acc, or word_perplexity for wikitext), its standard error, and every number the harness
-reported; study.py reads them into its table. A new checkpoint in out_dir starts the file afresh, so scores
+reported; scripts/study.py reads them into its table. A new checkpoint in out_dir starts the file afresh, so scores
 of different checkpoints never mix.
 
 tasks=paper is the paper's list: ANLI-r2, LAMBADA (OpenAI's version), OpenBookQA, PIQA, TruthfulQA-MC2,
@@ -30,11 +30,11 @@ import sys
 
 from configurator import ConfigError, configure
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 SCORES_FILE = "lm_eval.json"  # in out_dir
 PAPER_TASKS = ["anli_r2", "lambada_openai", "openbookqa", "piqa", "truthfulqa_mc2", "winogrande", "arc_easy",
                "arc_challenge", "medmcqa", "mmlu", "wikitext"]
-HEADLINE = ("acc", "word_perplexity", "perplexity")  # the first one a task reports is its column in study.py
+HEADLINE = ("acc", "word_perplexity", "perplexity")  # the first one a task reports is its column in scripts/study.py
 
 # -----------------------------------------------------------------------------
 out_dir = "out"  # the run: its ckpt.pt is exported to out_dir/hf and scored; lm_eval.json is written here
@@ -96,7 +96,7 @@ def model_folder(s):
     if os.path.exists(ckpt_path):
         stamp = os.stat(ckpt_path).st_mtime_ns
         if not os.path.exists(info_path) or read_json(info_path).get("checkpoint_mtime_ns") != stamp:
-            from export import export  # imports torch and transformers
+            from scripts.export import export  # imports torch and transformers
             print(f"exporting {ckpt_path} to {hf_dir}")
             export(ckpt_path, hf_dir)
     elif not os.path.exists(info_path):
@@ -110,16 +110,6 @@ def model_folder(s):
     return hf_dir, {"model": os.path.abspath(hf_dir), "iter_num": info["iter_num"],
                     "best_val_loss": info["best_val_loss"],
                     "checkpoint_mtime_ns": info["checkpoint_mtime_ns"]}
-
-
-def repo_last_on_path():
-    """This file has the name of Hugging Face's `evaluate` package, which lm-eval imports for some metrics;
-    run as a script, the repo is first on sys.path and that import would find this file. Move the repo to the
-    end of sys.path, once the modules of ours that this script uses are imported."""
-    import data.common  # noqa: F401  (export.py imports it when it builds the tokenizer)
-    import export  # noqa: F401
-    import model  # noqa: F401
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != ROOT] + [ROOT]
 
 
 def task_manager(names, include):
@@ -194,14 +184,12 @@ def main(argv):
     try:
         import transformers  # noqa: F401
     except ImportError:
-        sys.exit("error: evaluate.py needs transformers, which is not installed: pip install "
+        sys.exit("error: scripts/evaluate.py needs transformers, which is not installed: pip install "
                  "transformers==5.24.0")
-    if __name__ == "__main__":
-        repo_last_on_path()
     try:
         import lm_eval  # noqa: F401
     except ImportError:
-        sys.exit('error: evaluate.py needs lm-eval, which is not installed: '
+        sys.exit('error: scripts/evaluate.py needs lm-eval, which is not installed: '
                  'pip install "lm-eval[hf]==0.4.13"')
     try:
         manager = task_manager(names, s["include_path"])

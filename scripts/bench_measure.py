@@ -3,10 +3,10 @@ Benchmark measure() on a GPT-2-small-shaped Hugging Face model (random weights f
 tokenizer): time and peak memory next to the authors' package, the statistics' share of the time, and peak
 memory as depth and the number of sequences grow.
 
-    python bench_measure.py                                # everything below, written to out/bench_measure.md
-    python bench_measure.py --repeats=5 --sections=authors # only the side-by-side runs
+    python -m scripts.bench_measure                                # everything below, written to out/bench_measure.md
+    python -m scripts.bench_measure --repeats=5 --sections=authors # only the side-by-side runs
 
-Each run is a separate process (`python bench_measure.py --child=...`), so its peak resident size (ru_maxrss:
+Each run is a separate process (`python -m scripts.bench_measure --child=...`), so its peak resident size (ru_maxrss:
 Python, torch, transformers, the model and everything measure() allocates) is its own; the peak while
 measuring alone is read from /proc/self/status (VmHWM, reset once the model is loaded), less the size right
 then. Runs alternate (ours, theirs, ours, ...) and repeat; the tables give the median and the range (a shared
@@ -32,7 +32,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 
 def write_texts(path, n=128, chars=3000):
@@ -94,7 +94,7 @@ def no_statistics():
 
 def measure_speed(model, sequences, batch_size, device, sync, repeats=3):
     """measure()'s median wall time in ms on sequences (N, T), and the share of its statistics: 1 - the time
-    of the same forward passes with the statistics replaced by nothing / the whole. For bench.py's report."""
+    of the same forward passes with the statistics replaced by nothing / the whole. For scripts/bench.py's report."""
     from condensation import measure
 
     def timed(fn):
@@ -138,7 +138,7 @@ def child_ours(a):
     sys.path.insert(0, ROOT)
     import torch
     from condensation import measure
-    from hf_models import load_hf
+    from condense.hf_models import load_hf
     model, tokenizer = load_hf(a.model, "cpu", "float32")
     with torch.no_grad():  # transformers maps the weights file lazily: read every weight once, so that they
         for p in model.parameters():  # count as loaded, as the other side's copy does, not as measuring
@@ -195,7 +195,7 @@ def summary(runs, key):
 def main(a):
     folder = os.path.join(a.out_dir, "bench_measure")
     load = [os.getloadavg()[0]]
-    lines = [f"command: python bench_measure.py {' '.join(sys.argv[1:])}",
+    lines = [f"command: python -m scripts.bench_measure {' '.join(sys.argv[1:])}",
              f"machine: {os.cpu_count()} CPU cores, torch threads default; load average (1 min) at start "
              f"{load[0]:.2f}"]
     sections = a.sections.split(",")

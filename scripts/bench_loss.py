@@ -1,8 +1,8 @@
 """
-The dispersion term alone, for bench.py: its time stacked over layers against a loop over them (train.py's two
+The dispersion term alone, for scripts/bench.py: its time stacked over layers against a loop over them (train.py's two
 paths, chosen by dispersion_path), compiled or not, and the activation memory it keeps for backward.
 
-    python bench.py config/tiny_base.py --threads=1      # runs these after the training runs
+    python -m scripts.bench config/tiny_base.py --threads=1      # runs these after the training runs
 
 Memory: the tensors the loss saves for backward are counted (saved_bytes, through autograd's saved-tensor
 hooks) for several max_tokens = m and fitted to 4 * L * B * (a * m * C + k * m^2) bytes; docs/performance.md

@@ -1,13 +1,13 @@
 """
-The paperwork of a gpu_suite.py run: before it, the plan (each step's estimate from the configs' sizes and the
-costs assumed in COSTS: gpu_suite.py --plan); after it, the facts of the machine (facts.json, nvidia-smi.txt)
+The paperwork of a scripts/gpu_suite.py run: before it, the plan (each step's estimate from the configs' sizes and the
+costs assumed in COSTS: scripts/gpu_suite.py --plan); after it, the facts of the machine (facts.json, nvidia-smi.txt)
 and the summary (summary.md: Markdown tables ready for the README), written from the suite's record
 (summary.json) and the files its steps left (bench.json, the study folders, compare.json).
 
-    python gpu_report.py results/gpu_suite      # writes results/gpu_suite/summary.md again,
+    python -m scripts.gpu_report results/gpu_suite      # writes results/gpu_suite/summary.md again,
                                                 # e.g. after an edit here
 
-gpu_suite.py calls write_summary() after every step, so the summary always says what has finished.
+scripts/gpu_suite.py calls write_summary() after every step, so the summary always says what has finished.
 """
 
 import json
@@ -20,7 +20,7 @@ import sys
 from configurator import configure
 from settings import defaults
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 OTHER_STUDIES = ("studies/gpu_init.py", "studies/gpu_mlp.py", "studies/gpu_size.py", "studies/gpu_knobs.py")
 # at least 40% MFU; at most 5% more step time with the dispersion loss
 MFU_TARGET, OVERHEAD_TARGET = 0.40, 0.05
@@ -71,7 +71,7 @@ def plan(scale):
     c, sc = COSTS[scale], SCALES[scale]
     small, gpt2, full = (run_settings(scale), run_settings(scale, *sc["gpt2"]),
                          run_settings(scale, *sc["full"]))
-    timed = 1 + sum(int(a.split("=")[1]) for a in sc["timing"][:2])  # bench.py: warm-up + timed steps + 1
+    timed = 1 + sum(int(a.split("=")[1]) for a in sc["timing"][:2])  # scripts/bench.py: warm-up + timed steps + 1
     evals = full["max_iters"] // full["eval_interval"] + 1
     # small_base then small_disp, each trained and measured: 4 processes, the loss 5% slower and compiled too
     pair = dict(processes=4, compile=3 * c["warm"], rest=2 * evals * c["evaluation"] + 2 * c["measure"],
@@ -170,7 +170,7 @@ def differing_settings(run_dir, config_file, run_args):
 def full_section(folder, run_args):
     """The README's Results rows for small_base and small_disp (seed 1337 of gpu_method), and the
     comparison."""
-    from study import run_numbers
+    from scripts.study import run_numbers
     extra = "".join(" " + a for a in run_args)
     rows = []
     for run in ("small_base", "small_disp"):
@@ -221,7 +221,7 @@ def header(record):
         lines += [f"Machine: {gpu.get('name', 'no GPU')}" + (f" ({gpu['memory_gib']} GiB)" if gpu else "")
                   + f", {f['cpu_cores']} CPU cores ({f['cpu']}); torch {f['torch']}, CUDA {f['cuda']}, "
                   f"Python {f['python']}; nvidia-smi: {(f['nvidia_smi'].splitlines() or ['no answer'])[-1]}."]
-    lines += [f"Command: `python gpu_suite.py {shlex.join(record['argv'])}`: {record['elapsed_s']:.0f} s of "
+    lines += [f"Command: `python -m scripts.gpu_suite {shlex.join(record['argv'])}`: {record['elapsed_s']:.0f} s of "
               f"a budget of {s['budget']:.0f} s.", "", "| step | status | estimate s | wall s | result |",
               "|---|---|---:|---:|---|"]
     rows = list(record["steps"].items()) + [("studies: " + p["label"], p) for p in record["studies"]]
@@ -234,7 +234,7 @@ def write_summary(folder):
     """summary.md from folder/summary.json and the steps' files; returns its path."""
     record = read_json(os.path.join(folder, "summary.json"))
     if record is None:
-        raise ValueError(f"{folder} holds no summary.json; give the results folder of a gpu_suite.py run.")
+        raise ValueError(f"{folder} holds no summary.json; give the results folder of a scripts/gpu_suite.py run.")
     lines = [*header(record), "",
              *bench_section(folder, "mfu", "a. MFU: GPT-2-small shape, bf16 and compile", mfu_verdict),
              *bench_section(folder, "overhead", "b. Dispersion overhead on small_base, compiled",
@@ -251,7 +251,7 @@ def write_summary(folder):
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("error: give one results folder: python gpu_report.py results/gpu_suite")
+        sys.exit("error: give one results folder: python -m scripts.gpu_report results/gpu_suite")
     folder = os.path.abspath(sys.argv[1])
     os.chdir(ROOT)  # config files name their paths from the repo root
     try:

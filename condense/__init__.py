@@ -1,0 +1,5 @@
+"""
+The modules the root's files import and never run: the losses' speed path, train.py's plumbing, Hugging Face
+loading, the figures and the family survey. Nothing here is needed to read the lesson (model.py, train.py,
+dispersion.py, measure.py); each file says which of them it serves.
+"""
