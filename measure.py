@@ -42,10 +42,12 @@ import torch
 # The library lives in condensation.py; these names stay importable from measure.py, as they always were.
 from condensation import (Result, add_batch, hidden_stats, kendall, measure, model_limits,  # noqa: F401
                           spearman, text_windows, val_windows, windows)
-from configurator import configure
+from condense.checkpoint import config_from_settings, load_checkpoint, model_from_checkpoint
+from condense.device import pick_device
 from condense.hf_models import bos_prefix, hf_encode, load_hf, parameter_count, short_name
-from model import GPT, config_from_settings, load_checkpoint, model_from_checkpoint, pick_device
 from condense.plots import plot_history, plot_signatures
+from configurator import configure
+from model import GPT
 from settings import defaults
 
 # -----------------------------------------------------------------------------

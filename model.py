@@ -20,8 +20,6 @@ Usage:
 
 import inspect
 import math
-import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -253,86 +251,3 @@ def padded_vocab(vocab_size):
     """The embedding's row count for a tokenizer of vocab_size ids: the next multiple of 64 (faster
     matmuls)."""
     return 64 * math.ceil(vocab_size / 64)
-
-
-def config_from_settings(settings, vocab_size):
-    """The GPTConfig of the model that train.py's settings (a dict) describe, for a tokenizer of vocab_size
-    ids: one definition of "the same model" for train.py, measure.py --init and scripts/bench.py."""
-    keys = ("block_size", "n_layer", "n_head", "n_embd", "mlp_dim", "dropout", "bias", "embed_noise_alpha")
-    return GPTConfig(vocab_size=padded_vocab(vocab_size), **{k: settings[k] for k in keys})
-
-
-def pick_device(device="", dtype=""):
-    """(device, device_type, dtype, autocast context) from the settings; empty means automatic:
-    cuda, then mps, then cpu; bfloat16 where the GPU supports it, else float32."""
-    if not device:
-        device = ("cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available()
-                  else "cpu")
-    device_type = "cuda" if device.startswith("cuda") else device
-    if device not in ("cpu", "cuda", "mps") and not (device[:5] == "cuda:" and device[5:].isdigit()):
-        raise ValueError(f"device must be cpu, cuda, cuda:N or mps (or empty for automatic), not '{device}'.")
-    elsewhere = "use --device=cpu, or leave device empty to pick what there is"
-    if device_type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device '{device}' was asked for, but this torch sees no CUDA GPU; {elsewhere}.")
-    if device[5:] and int(device[5:]) >= torch.cuda.device_count():
-        raise ValueError(f"device '{device}' was asked for, but this machine has {torch.cuda.device_count()} "
-                         f"GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}; pick one of them.")
-    if device_type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' was asked for, but this machine or torch has no Apple GPU; "
-                         f"{elsewhere}.")
-    if not dtype:
-        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in dtypes:
-        raise ValueError(f"dtype must be float32, bfloat16 or float16, not '{dtype}'.")
-    autocast = (nullcontext() if dtype == "float32"
-                else torch.autocast(device_type=device_type, dtype=dtypes[dtype]))
-    return device, device_type, dtype, autocast
-
-
-def load_checkpoint(path, device="cpu"):
-    """Read a checkpoint written by train.py. Safe: weights_only=True never runs code from the file."""
-    if not os.path.exists(path):
-        raise SystemExit(f"no checkpoint at {path}: train one first (python train.py ...) or pass the right "
-                         "path.")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # truncated file, not a zip, pickled code, ...
-        raise SystemExit(f"cannot read checkpoint {path} ({type(e).__name__}); it is corrupt or not "
-                         "ours.") from None
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
-        raise SystemExit(f"{path} is not a checkpoint written by train.py (no model weights in it).")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt):
-    """Build the GPT a checkpoint describes and load its weights."""
-    model = GPT(GPTConfig(**ckpt["model_args"]))
-    model.load_state_dict(ckpt["model"])
-    return model
-
-
-# Peak dense bf16 tensor-core FLOP/s (no sparsity) from the vendors' data sheets, matched against
-# torch.cuda.get_device_name(). An unknown device gets no MFU rather than a wrong one.
-PEAK_FLOPS = {
-    "H200": 989e12,
-    "H100": 989e12,  # SXM; the PCIe and NVL cards are matched first below
-    "H100 PCIe": 756e12,
-    "H100 NVL": 835e12,
-    "A100": 312e12,
-    "L4": 121e12,
-    "L40S": 362e12,
-    "L40": 181e12,  # without the S; listed so that it is not read as an L4
-    "RTX 4090": 165e12,
-    "RTX 3090": 71e12,
-    "V100": 125e12,  # fp16 tensor cores, V100 has no bf16
-    "T4": 65e12,  # fp16
-}
-
-
-def peak_flops(device_name):
-    """Peak FLOP/s for a device name such as 'NVIDIA H100 80GB HBM3', or None when not in the table."""
-    for key in sorted(PEAK_FLOPS, key=len, reverse=True):  # longest first, so 'H100 PCIe' beats 'H100'
-        if key in device_name:
-            return PEAK_FLOPS[key]
-    return None

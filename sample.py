@@ -12,9 +12,11 @@ import sys
 
 import torch
 
+from condense.checkpoint import load_checkpoint, model_from_checkpoint
+from condense.device import pick_device
 from configurator import configure
 from data.common import data_fingerprint, gpt2_encoding, load_tokenizer, read_meta
-from model import GPT, load_checkpoint, model_from_checkpoint, pick_device
+from model import GPT
 from settings import GPT2_NAMES, RULES as TRAIN_RULES, check_ranges
 
 # -----------------------------------------------------------------------------

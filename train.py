@@ -25,13 +25,15 @@ import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from condense.checkpoint import config_from_settings, load_checkpoint
+from condense.device import peak_flops, pick_device
 from condense.train_utils import (append_metrics, check_token_files, claim_out_dir,
                                   exit_before_interpreter_shutdown, peak_memory_mb, restore_rng, rng_states,
                                   start_metrics, stop_if_nonfinite, write_checkpoint)
 from configurator import configure
 from data.common import data_fingerprint, read_meta
 from dispersion import dispersion_loss, select_layers
-from model import GPT, GPTConfig, config_from_settings, load_checkpoint, peak_flops, pick_device
+from model import GPT, GPTConfig
 from settings import *  # every setting, with its default and meaning: out_dir, batch_size, n_layer, ...
 
 # config files and --key=value overrides, each value checked against settings.RULES: a mistake stops here
@@ -319,7 +321,7 @@ if master and wandb_log:  # optional: every record of metrics.jsonl goes to Weig
         wandb.log(record, step=record["iter"])
 peak = peak_flops(torch.cuda.get_device_name()) if device_type == "cuda" else None
 if master and device_type == "cuda" and peak is None:
-    print(f"MFU: {torch.cuda.get_device_name()} is not in model.PEAK_FLOPS, so no MFU is reported")
+    print(f"MFU: {torch.cuda.get_device_name()} is not in PEAK_FLOPS (condense/device.py), so no MFU is reported")
 
 # ---------------------------------- the training loop ----------------------------------
 nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked without a device sync in the step

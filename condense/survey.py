@@ -18,10 +18,10 @@ import re
 import time
 from dataclasses import asdict
 
-from configurator import configure
-from condense.hf_models import short_name
 from condensation import Result
+from condense.hf_models import short_name
 from condense.plots import plot_trend
+from configurator import configure
 
 
 def read_survey(path):

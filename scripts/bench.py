@@ -23,7 +23,7 @@ iteration 0 (left out of the step times) and logs every log_every steps. The fir
 setting's figure is the median over `repeats` runs. Runs alternate (off, a, b, ..., then ..., b, a, off) so a
 change in machine load shows in the spread (max - min over repeats, relative to the median) instead of moving
 one setting. MFU = model FLOPs per token (model.flops_per_token: 6N + 12 L T C; the dispersion term is not
-counted) x tokens/s / the device's peak FLOP/s from model.PEAK_FLOPS, or --peak_tflops for a device not in it.
+counted) x tokens/s / the device's peak FLOP/s from PEAK_FLOPS (condense/device.py), or --peak_tflops for a device not in it.
 Peak memory is train.py's peak_mem_mb: the tensors' peak on CUDA, the peak resident size of the whole process
 elsewhere.
 """
@@ -41,12 +41,14 @@ from types import SimpleNamespace
 
 import torch
 
+from condense.checkpoint import config_from_settings
+from condense.device import peak_flops, pick_device
 from configurator import configure
-from scripts.bench_loss import bench_memory, bench_term, cuda_term_peak, fmt, memory_table, sync, term_table
 from dispersion import VARIANTS, select_layers
-from scripts.bench_measure import measure_speed
 from measure import data_meta, val_windows
-from model import GPT, config_from_settings, peak_flops, pick_device
+from model import GPT
+from scripts.bench_loss import bench_memory, bench_term, cuda_term_peak, fmt, memory_table, sync, term_table
+from scripts.bench_measure import measure_speed
 from settings import defaults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
@@ -59,7 +61,7 @@ BENCH_SETTINGS = dict(
     variants="all",  # dispersion variants to run beside 'off': 'all', 'none' or names like 'angular,cosine'
     weight=0.1,  # dispersion_weight of the variant runs when the settings leave it at 0 (the paper's 0.1)
     threads=0,  # torch threads (OMP_NUM_THREADS) in the runs and here; 0 leaves the machine's default
-    # peak FLOP/s of the device in TFLOP/s, for MFU on a device model.PEAK_FLOPS lacks (a CPU)
+    # peak FLOP/s of the device in TFLOP/s, for MFU on a device PEAK_FLOPS (condense/device.py) lacks (a CPU)
     peak_tflops=0.0,
     term_repeats=5,  # timed repeats of the dispersion term alone (stacked vs per-layer loop); 0 skips it
     # also time the term under torch.compile; None: where the runs compile (compile setting)
@@ -121,7 +123,7 @@ def peak_flop_rate(s, device_type):
     if s.peak_tflops > 0:
         return s.peak_tflops * 1e12, "--peak_tflops"
     peak = peak_flops(torch.cuda.get_device_name()) if device_type == "cuda" else None
-    return peak, "model.PEAK_FLOPS" if peak else None
+    return peak, "PEAK_FLOPS (condense/device.py)" if peak else None
 
 
 def flops_per_token(s, vocab_size):
@@ -253,7 +255,7 @@ def main(args):
               f"{flops * tokens_per_iter / 1e12:.3g} model TFLOP per step; "
               f"dispersion on hidden states {layers}, m = {m} tokens per sequence",
               f"MFU against {peak / 1e12:.3g} TFLOP/s from {peak_source}" if peak else
-              f"MFU: no peak FLOP/s for {name} in model.PEAK_FLOPS, so it is not reported; "
+              f"MFU: no peak FLOP/s for {name} in PEAK_FLOPS (condense/device.py), so it is not reported; "
               "give --peak_tflops=N to set one"]
     load_before = os.getloadavg()
     print("\n".join(header) + f"\nload average before: {load_before[0]:.2f}\n", flush=True)

@@ -135,7 +135,7 @@ def task_manager(names, include):
 def run_harness(model_path, names, s, manager):
     """The harness's results dict for model_path on names (a list of task names)."""
     from lm_eval import simple_evaluate
-    from model import pick_device
+    from condense.device import pick_device
     dev = pick_device(s["device"], s["dtype"])[0]
     return simple_evaluate(model="hf", model_args={"pretrained": model_path, "dtype": s["dtype"]},
                            tasks=names, num_fewshot=None if s["num_fewshot"] < 0 else s["num_fewshot"],
@@ -196,7 +196,7 @@ def main(argv):
         model_path, source = model_folder(s)
         print(f"scoring {model_path} on {', '.join(names)}")
         results = run_harness(model_path, names, s, manager)
-    except SystemExit as e:  # model.load_checkpoint: a missing or corrupt checkpoint, in one sentence
+    except SystemExit as e:  # condense.checkpoint.load_checkpoint: a missing or corrupt checkpoint, in one sentence
         sys.exit(f"error: {e}")
     except ConnectionError as e:  # the datasets library: no network, and the data set is not in the cache
         sys.exit(f"error: cannot get a task's data set ({e}); connect to the internet once so that it is "

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import torch
 
+from condense.checkpoint import load_checkpoint, model_from_checkpoint
 from configurator import ConfigError, configure
-from model import load_checkpoint, model_from_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 # transformers stores these four as Conv1D: the transpose of our nn.Linear weights (as in model.GPT.from_hf)
@@ -199,7 +199,7 @@ def main(argv):
     ckpt_path, to_dir = os.path.join(s["out_dir"], s["ckpt"]), s["to"] or os.path.join(s["out_dir"], "hf")
     try:
         info = export(ckpt_path, to_dir, s["tokenizer"])
-    except SystemExit as e:  # model.load_checkpoint: missing, corrupt or foreign file, said in one sentence
+    except SystemExit as e:  # condense.checkpoint.load_checkpoint: missing, corrupt or foreign file, said in one sentence
         sys.exit(f"error: {e}")
     except (ValueError, RuntimeError, OSError) as e:
         sys.exit(f"error: {e}")

@@ -59,7 +59,8 @@ def step_seconds(c, s, mfu):
     """Compute time of one training step of the model the settings s describe, from model.flops_per_token
     (6 N + 12 L T C) on a model built on the meta device (no memory)."""
     import torch
-    from model import GPT, config_from_settings
+    from condense.checkpoint import config_from_settings
+    from model import GPT
     with torch.device("meta"):
         flops = GPT(config_from_settings(s, VOCAB)).flops_per_token(s["block_size"])
     return s["batch_size"] * s["gradient_accumulation_steps"] * s["block_size"] * flops / (c["peak"] * mfu)
@@ -149,7 +150,7 @@ def bench_section(folder, name, title, verdict):
 def mfu_verdict(rows):
     mfu = rows[0]["mfu"]
     if mfu is None:
-        return "MFU not reported: model.PEAK_FLOPS has no peak FLOP/s for this device."
+        return "MFU not reported: PEAK_FLOPS (condense/device.py) has no peak FLOP/s for this device."
     return (f"**MFU {100 * mfu:.1f}%**: the target of at least 40% is "
             f"{'met' if mfu >= MFU_TARGET else 'not met'}.")
 

@@ -19,10 +19,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from model import GPT, GPTConfig
 from scripts.bench import (BENCH_SETTINGS, max_iters_for, peak_flop_rate, read_settings, setting_overrides,
                    timed_records, training_table)
 from scripts.bench_loss import saved_bytes
-from model import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: fastest for a model this small on a shared machine

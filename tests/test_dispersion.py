@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-import dispersion
 from condense import dispersion_fused
+import dispersion
 from dispersion import FAST_PATHS, VARIANTS, dispersion_loss, select_layers
 
 SETTINGS = dict(tau=0.7, clamp=0.1, margin=0.5, norm_weight=0.1)  # tau != 1 so a misplaced tau shows

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from scripts import evaluate
-from scripts import study
 from data.common import gpt2_encoding, prepare_text
 from model import GPT, GPTConfig
+from scripts import evaluate
+from scripts import study
 
 REPO = Path(__file__).resolve().parents[1]
 needs_lm_eval = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None,

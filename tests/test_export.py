@@ -17,9 +17,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
+from condense.checkpoint import load_checkpoint, model_from_checkpoint
 from data.common import gpt2_encoding, prepare_text  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
 from scripts import export  # noqa: E402
-from model import GPT, GPTConfig, load_checkpoint, model_from_checkpoint  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -18,10 +18,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from scripts import gpu_suite
-from scripts.bench import read_settings as bench_settings
 from dispersion import dispersion_loss
 from model import GPT, GPTConfig
+from scripts import gpu_suite
+from scripts.bench import read_settings as bench_settings
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: fastest for these tiny models on a shared machine

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from scripts import study
 from configurator import ConfigError, configure
 from data.common import prepare_text
 from dispersion import VARIANTS
+from scripts import study
 from settings import RULES, check_config, defaults
 
 REPO = Path(__file__).resolve().parents[1]

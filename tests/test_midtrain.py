@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from scripts import study
 from configurator import configure
 from data.common import gpt2_encoding, load_tokenizer
 from data.wikitext import prepare as wikitext
 from model import GPT, GPTConfig
+from scripts import study
 from settings import defaults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

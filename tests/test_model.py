@@ -12,8 +12,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from condense.checkpoint import config_from_settings, load_checkpoint, model_from_checkpoint
+from condense.device import peak_flops
+from model import GPT, GPTConfig
 from settings import defaults as train_settings
-from model import GPT, GPTConfig, config_from_settings, load_checkpoint, model_from_checkpoint, peak_flops
 
 TINY = dict(block_size=16, vocab_size=40, n_layer=3, n_head=2, n_embd=32)
 

@@ -17,12 +17,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from scripts import study  # noqa: E402
-from measure import MEASURE_SETTINGS  # noqa: E402
-from settings import defaults as train_settings  # noqa: E402
 from configurator import configure  # noqa: E402
 from data.common import gpt2_encoding, load_tokenizer, prepare_text  # noqa: E402
 from data.fineweb import prepare as fineweb  # noqa: E402
+from measure import MEASURE_SETTINGS  # noqa: E402
+from scripts import study  # noqa: E402
+from settings import defaults as train_settings  # noqa: E402
 
 TEXT = "".join(f"{i} First Citizen: Before we proceed any further, hear me speak.\n" for i in range(60))
 

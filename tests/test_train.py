@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from model import GPT, GPTConfig, load_checkpoint, model_from_checkpoint
+from condense.checkpoint import load_checkpoint, model_from_checkpoint
+
+from model import GPT, GPTConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
