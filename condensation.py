@@ -359,6 +359,15 @@ def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", p
 # sequences to measure
 
 
+WINDOW = 512  # tokens per measured window, as the paper measured
+
+
+def window_length(context, asked=0):
+    """Tokens per window: the length asked for (0: none), else WINDOW or the model's context if shorter. The
+    one rule for measure.py and for train.py's tracking."""
+    return asked or min(context, WINDOW)
+
+
 def window_starts(num_tokens, n, length, seed):
     """n window starts in a text of num_tokens tokens: floor(u_k * (num_tokens - length + 1)), u_k uniform in
     [0, 1) from seed. The u_k do not depend on the tokenizer, so models with different tokenizers read windows

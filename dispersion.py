@@ -169,14 +169,16 @@ BREAKS = {
                                           "neighbour entropy"},
 }
 
-# formula -> its speed path; keyed by the function, so a formula replaced in VARIANTS runs as written
+# name -> the speed path of the built-in formula of that name (condense/dispersion_fused.py). Used only while
+# it still agrees with the formula in VARIANTS as written (uses_speed_path below): edit a formula and the edit
+# is what trains.
 FAST_PATHS = {
-    angular: fused.angular,
-    cosine: fused.cosine,
-    l2_repel: fused.l2_repel,
-    orthogonal: fused.orthogonal,
-    decorrelation: fused.decorrelation,
-    entropy: fused.entropy,
+    "angular": fused.angular,
+    "cosine": fused.cosine,
+    "l2_repel": fused.l2_repel,
+    "orthogonal": fused.orthogonal,
+    "decorrelation": fused.decorrelation,
+    "entropy": fused.entropy,
 }
 
 
@@ -184,7 +186,8 @@ FAST_PATHS = {
 
 
 def check_settings(variant, *, tau, clamp, margin, norm_weight, max_tokens):
-    """Raise ValueError naming the problem if a setting is meaningless; train.py calls it before training."""
+    """Raise ValueError naming the problem if an argument of dispersion_loss is meaningless: the library's own
+    check, for callers other than train.py (whose settings.RULES stop a bad config before anything runs)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown dispersion variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if not tau > 0:
@@ -194,36 +197,63 @@ def check_settings(variant, *, tau, clamp, margin, norm_weight, max_tokens):
     if margin < 0 or norm_weight < 0:
         raise ValueError(f"margin and norm_weight must be >= 0, got margin={margin}, "
                          f"norm_weight={norm_weight}")
-    if max_tokens is not None and max_tokens < 2:
-        raise ValueError(f"max_tokens must be None or >= 2, got {max_tokens}")
+    if max_tokens is None or max_tokens == 1 or max_tokens < 0:
+        raise ValueError(f"max_tokens must be 0 (every token) or >= 2, got {max_tokens}")
+
+
+AGREES = {}  # (variant, formula, settings) -> whether its speed path equals the formula; filled on first use
+
+
+def uses_speed_path(variant, *, tau=1.0, clamp=0.1, margin=0.5, norm_weight=0.1):
+    """True when variant has a speed path and it gives the value and gradient of the formula in VARIANTS as
+    written now, at these settings. Checked once per variant and settings, in float64 on two small inputs:
+    random tokens, and condensed ones whose cosines reach the clamp. A formula edited here, or a building block
+    it uses, then fails the check and trains as written. Under torch.compile only the answer is read (train.py
+    asks before compiling); unasked, the formula runs."""
+    key = (variant, VARIANTS.get(variant), tau, clamp, margin, norm_weight)  # a replaced formula: asked anew
+    if key not in AGREES and variant in FAST_PATHS and not torch.compiler.is_compiling():
+        settings = dict(tau=tau, clamp=clamp, margin=margin, norm_weight=norm_weight)
+        g = torch.Generator().manual_seed(0)
+        spread = torch.randn(2, 6, 8, generator=g, dtype=torch.float64)
+        condensed = 1 + 1e-3 * torch.randn(2, 6, 8, generator=g, dtype=torch.float64)
+        AGREES[key] = True
+        for z in (spread, condensed):
+            a, b = z.clone().requires_grad_(), z.clone().requires_grad_()
+            fast, formula = FAST_PATHS[variant](a, **settings), VARIANTS[variant](b, **settings)
+            weights = torch.arange(1.0, 3.0, dtype=torch.float64)  # a different upstream gradient per sequence
+            (fast * weights).sum().backward()
+            (formula * weights).sum().backward()
+            AGREES[key] &= (formula.shape == fast.shape and torch.allclose(fast, formula, rtol=1e-9, atol=1e-12)
+                            and torch.allclose(a.grad, b.grad, rtol=1e-6, atol=1e-9))
+    return AGREES.get(key, False)
 
 
 def per_sequence(z, variant, *, tau=1.0, clamp=0.1, margin=0.5, norm_weight=0.1):
-    """The loss of each sequence of z (B, T, C), shape (B,): through the variant's speed path if it has one,
-    else its formula as VARIANTS holds it; in fp32 with autocast disabled, whatever the input dtype (fp64
-    stays fp64)."""
-    formula = VARIANTS[variant]
-    loss = FAST_PATHS.get(formula, formula)
+    """The loss of each sequence of z (B, T, C), shape (B,): through the variant's speed path while it agrees
+    with the formula (uses_speed_path), else the formula as VARIANTS holds it; in fp32 with autocast disabled,
+    whatever the input dtype (fp64 stays fp64)."""
+    settings = dict(tau=tau, clamp=clamp, margin=margin, norm_weight=norm_weight)
+    loss = FAST_PATHS[variant] if uses_speed_path(variant, **settings) else VARIANTS[variant]
     z = z.to(torch.promote_types(z.dtype, torch.float32))  # (B, T, C)
     with torch.autocast(device_type=z.device.type, enabled=False):
-        return loss(z, tau=tau, clamp=clamp, margin=margin, norm_weight=norm_weight)
+        return loss(z, **settings)
 
 
 def dispersion_loss(z, variant="angular", *, tau=1.0, clamp=0.1, margin=0.5, norm_weight=0.1,
                     max_tokens=256, generator=None):
     """Mean over the batch of the per-sequence dispersion loss of z (B, T, C); pairs never cross sequences.
 
-    Subsampling: if max_tokens is not None and < T, one random set of max_tokens positions (torch.randperm,
+    Subsampling: if 0 < max_tokens < T, one random set of max_tokens positions (torch.randperm,
     drawn from `generator`, else the global RNG) is kept, shared by every sequence of the batch: one draw and
-    one gather per call. max_tokens=None or >= T keeps every token and the result is exact. Averaged over
-    draws, the pair means (orthogonal, decorrelation) are unbiased, angular and cosine nearly so (log of a
+    one gather per call. max_tokens=0, as the setting dispersion_tokens=0, keeps every token: the result is
+    exact. Averaged over draws, the pair means (orthogonal, decorrelation) are unbiased, angular and cosine nearly so (log of a
     mean), while l2_repel and entropy depend on the number of neighbours m - 1 and shift with max_tokens.
     Under torch.compile(fullgraph=True) pass generator=None: the positions then come from the global RNG
     (the compiled draw differs from eager's unless torch._inductor.config.fallback_random is set).
 
     Precision: computed in fp32 with autocast disabled, whatever the input dtype (fp64 input stays fp64).
-    Extra activation memory of a built-in variant, with m = min(T, max_tokens): 4 * B * (a * m * C + k * m^2)
-    bytes kept for backward, a copies of (B, m, C) and k pairwise (B, m, m) matrices: a = k = 1 (the unit or
+    Extra activation memory of a built-in variant, with m = max_tokens or T if smaller:
+    4 * B * (a * m * C + k * m^2) bytes kept for backward, a copies of (B, m, C) and k pairwise (B, m, m) matrices: a = k = 1 (the unit or
     centred vectors and one gradient matrix), except l2_repel, a = 2 (its norm term keeps z); scripts/bench.py
     measures a and k. Bounded by max_tokens whatever T is.
     """
@@ -240,7 +270,7 @@ def dispersion_loss(z, variant="angular", *, tau=1.0, clamp=0.1, margin=0.5, nor
                          "RNG)")
 
     T = z.size(1)
-    if max_tokens is not None and max_tokens < T:
+    if 0 < max_tokens < T:
         device = generator.device if generator is not None else z.device
         keep = torch.randperm(T, generator=generator, device=device)[:max_tokens].to(z.device)  # (m,)
         z = z[:, keep]  # (B, m, C)

@@ -39,19 +39,18 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-# The library lives in condensation.py; these names stay importable from measure.py, as they always were.
-from condensation import (Result, add_batch, hidden_stats, kendall, measure, model_limits,  # noqa: F401
-                          spearman, text_windows, val_windows, windows)
+from condensation import measure, model_limits, text_windows, val_windows, window_length, windows
 from condense.checkpoint import config_from_settings, load_checkpoint, model_from_checkpoint
 from condense.device import pick_device
 from condense.hf_models import bos_prefix, hf_encode, load_hf, parameter_count, short_name
 from condense.plots import plot_history, plot_signatures
 from configurator import configure
 from model import GPT
-from settings import defaults
+from settings import RULES, check_ranges, defaults
 
 # -----------------------------------------------------------------------------
-# command: settings are settings.py's (so train.py's config files work here) plus these
+# command: the settings are settings.py's (so train.py's config files work here) plus these, declared and
+# checked the same way: a default and its meaning here, its range in MEASURE_RULES
 
 
 MEASURE_SETTINGS = dict(
@@ -62,8 +61,7 @@ MEASURE_SETTINGS = dict(
     history="",  # an out_dir: draw condensation over training from its metrics.jsonl
     survey="",  # a survey file (studies/models_survey.py): model families by size, and the trend figure
     num_sequences=100,  # windows measured (the paper: 100)
-    # tokens per window, the model's own; 0 means 512 (the paper), or the model's context if shorter
-    seq_len=0,
+    seq_len=0,  # tokens per window, the model's own; 0: 512 (the paper), or the model's context if shorter
     text_file="",  # measure consecutive windows of this UTF-8 text file instead of the validation split
     texts=None,  # or a list of strings (in a config file), each one sequence of at most seq_len tokens
     data_dir="",  # folder with val.bin and meta.json; empty means data/<dataset> (a checkpoint's own dataset)
@@ -71,28 +69,28 @@ MEASURE_SETTINGS = dict(
     # <bos>; nothing for GPT-2, Qwen, Pythia), as the paper's code did; 'always' or 'never' a BOS token
     bos="auto",
     bins=128,  # histogram bins on [-1, 1]
-    measure_batch_size=1,  # sequences per forward pass: on a CPU 1 is fastest and lightest (scripts/bench_measure.py)
+    measure_batch_size=1,  # sequences per forward pass; on a CPU 1 is fastest and lightest (bench_measure)
     save="",  # path stem of the files written (SAVE.json, SAVE.png); empty picks a name in out_dir
 )
+
+
+MEASURE_RULES = {  # the range of each, as settings.RULES gives train.py's: (test, what it must be)
+    "num_sequences": (lambda v: v >= 1, "at least 1 (the paper: 100)"),
+    "seq_len": (lambda v: v == 0 or v >= 2, "0 (512, or the model's context if shorter) or at least 2"),
+    "bos": (lambda v: v in ("auto", "always", "never"), "auto, always or never"),
+    "bins": (lambda v: v >= 1, "at least 1 (the paper: 128)"),
+    "measure_batch_size": (lambda v: v >= 1, "at least 1 (a forward pass takes at least one sequence)"),
+}
 
 
 def read_settings(args):
     """The settings, checked before any model is loaded: one sentence for the first bad one."""
     s = SimpleNamespace(**configure({**defaults(), **MEASURE_SETTINGS}, args))
+    check_ranges(vars(s), {**RULES, **MEASURE_RULES})
     modes = [m for m in ("history", "survey", "compare", "hf", "init") if getattr(s, m)]
     if len(modes) > 1:
         raise ValueError(f"give only one of --history, --survey, --compare, --hf and --init, not "
                          f"{' and '.join(modes)}.")
-    for key, least, why in (("bins", 1, "the histogram needs at least one bin (the paper: 128)"),
-                            ("num_sequences", 1, "measure at least one window (the paper: 100)"),
-                            ("measure_batch_size", 1, "a forward pass takes at least one sequence")):
-        if getattr(s, key) < least:
-            raise ValueError(f"{key} is {getattr(s, key)}, but {why}; give --{key}={least} or more.")
-    if s.seq_len < 0 or s.seq_len == 1:
-        raise ValueError(f"seq_len is {s.seq_len}; give 0 (512, or the model's context if shorter) "
-                         "or at least 2.")
-    if s.bos not in ("auto", "always", "never"):
-        raise ValueError(f"bos is '{s.bos}'; give auto, always or never.")
     # mps only when asked for (eigvalsh)
     s.device = s.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if s.device.startswith("cuda") and not torch.cuda.is_available():
@@ -203,7 +201,7 @@ def progress_line(name):
 def measure_entry(entry, s):
     """Load one model, make its windows and measure it; (Result, parameter count)."""
     model, name, tokenizer, dataset, run_data_dir = load_entry(entry, s)
-    length = s.seq_len or min(model_limits(model)[0], 512)
+    length = window_length(model_limits(model)[0], s.seq_len)
     sequences = sequences_for(s, name, tokenizer, dataset, run_data_dir, length)
     print(f"measuring {name}: {len(sequences)} sequences of up to {length} tokens on {s.device} ({s.dtype})",
           flush=True)

@@ -27,17 +27,18 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from condense.checkpoint import config_from_settings, load_checkpoint
 from condense.device import peak_flops, pick_device
+from condensation import measure, window_length
 from condense.train_utils import (append_metrics, check_token_files, claim_out_dir,
                                   exit_before_interpreter_shutdown, peak_memory_mb, restore_rng, rng_states,
                                   start_metrics, stop_if_nonfinite, write_checkpoint)
 from configurator import configure
 from data.common import data_fingerprint, read_meta
-from dispersion import dispersion_loss, select_layers
+from dispersion import FAST_PATHS, dispersion_loss, select_layers, uses_speed_path
 from model import GPT, GPTConfig
-from settings import *  # every setting, with its default and meaning: out_dir, batch_size, n_layer, ...
+from settings import check_config, defaults
 
-# config files and --key=value overrides, each value checked against settings.RULES: a mistake stops here
-
+# the settings: settings.py's defaults, then config files and --key=value overrides, each value checked against
+# settings.RULES (a mistake stops here). Every setting becomes a name of this script: out_dir, batch_size, ...
 try:
     config = configure(defaults(), sys.argv[1:])
     check_config(config)
@@ -186,6 +187,9 @@ if dispersion_weight > 0:  # named layer sets follow the model's depth, which af
         disp_layers = select_layers(dispersion_layers, model.config.n_layer)
     except ValueError as e:  # only after gpt2: check_config has checked the layers against n_layer
         sys.exit(f"error: dispersion_layers={dispersion_layers!r}: {e}.")
+    # asked once, before torch.compile: a built-in formula edited in dispersion.py trains as written
+    speed_path = uses_speed_path(dispersion_variant, tau=dispersion_tau, clamp=dispersion_clamp,
+                                 margin=dispersion_margin, norm_weight=dispersion_norm_weight)
 
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))  # only fp16 needs loss scaling
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
@@ -234,7 +238,7 @@ def forward(m, x, y):
             return ce, torch.zeros((), device=ce.device)
         _, ce, hidden = m(x, y, return_hidden=True)
         loss_args = dict(tau=dispersion_tau, clamp=dispersion_clamp, margin=dispersion_margin,
-                         norm_weight=dispersion_norm_weight, max_tokens=dispersion_tokens or None)
+                         norm_weight=dispersion_norm_weight, max_tokens=dispersion_tokens)
         if dispersion_path == "per_layer":  # a CPU's default: each layer's (B, m, m) matrices stay in cache
             disp = sum(dispersion_fn(hidden[i], dispersion_variant, **loss_args) for i in disp_layers)
             return ce, disp / len(disp_layers)  # each layer draws its own max_tokens subset
@@ -260,10 +264,9 @@ def evaluate():
 
 
 def condensation_summary(m):
-    """Condensation of the fixed validation windows (measure.py puts the model in eval mode and back)."""
-    from measure import measure
+    """Condensation of the fixed validation windows (measure() puts the model in eval mode and back)."""
     x, _ = load_batch("val", eval_offsets["val"].flatten()[:track_sequences])
-    result = measure(m, x[:, :min(block_size, 512)], batch_size=batch_size, device=device)
+    result = measure(m, x[:, :window_length(block_size)], batch_size=batch_size, device=device)
     return {"mean_cos": [round(v, 5) for v in result.mean_cos], "spearman": result.spearman}
 
 
@@ -307,6 +310,9 @@ if master:  # out_dir exists: claim_out_dir made it
           f"device {device}, {dtype}, compile={compile}")
     if disp_layers:
         print(f"dispersion: {dispersion_variant} x {dispersion_weight} on hidden states {disp_layers}")
+        if dispersion_variant in FAST_PATHS and not speed_path:
+            print(f"dispersion: {dispersion_variant} in dispersion.py differs from its speed path "
+                  "(condense/dispersion_fused.py), so it trains as written in dispersion.py, more slowly")
 if master and wandb_log:  # optional: every record of metrics.jsonl goes to Weights & Biases as well
     try:
         import wandb
@@ -314,11 +320,15 @@ if master and wandb_log:  # optional: every record of metrics.jsonl goes to Weig
         sys.exit("error: wandb_log=True needs the wandb package: pip install wandb (or leave wandb_log off).")
     wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(os.path.abspath(out_dir)),
                config=config)
-    write_metrics = append_metrics
 
-    def append_metrics(path, record):  # the training loop's two calls now write the file and log the record
-        write_metrics(path, record)
+
+def log_record(record):
+    """One record of the run: a line of metrics.jsonl, and with wandb_log a point in Weights & Biases."""
+    append_metrics(metrics_path, record)
+    if wandb_log:
         wandb.log(record, step=record["iter"])
+
+
 peak = peak_flops(torch.cuda.get_device_name()) if device_type == "cuda" else None
 if master and device_type == "cuda" and peak is None:
     print(f"MFU: {torch.cuda.get_device_name()} is not in PEAK_FLOPS (condense/device.py), so no MFU is reported")
@@ -342,7 +352,7 @@ while True:
             print(f"iter {iter_num}: train loss {metrics['train_loss']:.4f}, "
                   f"val loss {metrics['val_loss']:.4f}"
                   + (f", condensation spearman {metrics['spearman']:+.2f}" if "spearman" in metrics else ""))
-            append_metrics(metrics_path, {"iter": iter_num, **metrics})
+            log_record({"iter": iter_num, **metrics})
         if metrics["val_loss"] < best_val_loss or always_save_checkpoint:
             best_val_loss = min(best_val_loss, metrics["val_loss"])
             if iter_num > 0:
@@ -391,9 +401,9 @@ while True:
         print(f"iter {iter_num}: loss {total:.4f} (ce {ce_val:.4f}, disp {disp_val:.4f}), lr {lr:.2e}, "
               f"{ms:.0f} ms/iter, {tokens_per_iter / (ms / 1000):,.0f} tok/s"
               + (f", MFU {100 * mfu:.1f}%" if mfu else ""))
-        append_metrics(metrics_path, {"iter": iter_num, "loss": total, "ce": ce_val, "dispersion": disp_val,
-                                      "lr": lr, "ms": ms, "tokens_per_s": tokens_per_iter / (ms / 1000),
-                                      "mfu": mfu, "peak_mem_mb": peak_memory_mb(device_type, device)})
+        log_record({"iter": iter_num, "loss": total, "ce": ce_val, "dispersion": disp_val, "lr": lr, "ms": ms,
+                    "tokens_per_s": tokens_per_iter / (ms / 1000), "mfu": mfu,
+                    "peak_mem_mb": peak_memory_mb(device_type, device)})
         last_log_iter, t0 = iter_num + 1, time.perf_counter()
     iter_num += 1
 

@@ -41,11 +41,12 @@ from types import SimpleNamespace
 
 import torch
 
+from condensation import val_windows
 from condense.checkpoint import config_from_settings
 from condense.device import peak_flops, pick_device
 from configurator import configure
 from dispersion import VARIANTS, select_layers
-from measure import data_meta, val_windows
+from measure import data_meta
 from model import GPT
 from scripts.bench_loss import bench_memory, bench_term, cuda_term_peak, fmt, memory_table, sync, term_table
 from scripts.bench_measure import measure_speed

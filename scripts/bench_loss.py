@@ -39,7 +39,7 @@ def median_ms(fn, device_type, repeats, warmup=1):
 
 def loss_settings(s, variant):
     return dict(variant=variant, tau=s.dispersion_tau, clamp=s.dispersion_clamp, margin=s.dispersion_margin,
-                norm_weight=s.dispersion_norm_weight, max_tokens=s.dispersion_tokens or None)
+                norm_weight=s.dispersion_norm_weight, max_tokens=s.dispersion_tokens)
 
 
 def stacked(hidden, layers, settings, loss=dispersion_loss):

@@ -26,7 +26,7 @@ import dispersion
 from dispersion import FAST_PATHS, VARIANTS, dispersion_loss, select_layers
 
 SETTINGS = dict(tau=0.7, clamp=0.1, margin=0.5, norm_weight=0.1)  # tau != 1 so a misplaced tau shows
-BUILT_IN = [name for name in VARIANTS if VARIANTS[name] in FAST_PATHS]  # the variants with a speed path
+BUILT_IN = [name for name in VARIANTS if name in FAST_PATHS]  # the variants with a speed path
 
 
 # -----------------------------------------------------------------------------
@@ -352,7 +352,7 @@ def edge_cases():
 @pytest.mark.parametrize("case", list(edge_cases()))
 def test_matches_reference_value_and_has_finite_gradient(variant, case):
     z = edge_cases()[case].requires_grad_()
-    loss = dispersion_loss(z, variant, max_tokens=None, **SETTINGS)
+    loss = dispersion_loss(z, variant, max_tokens=0, **SETTINGS)
     loss.backward()
     assert loss.dtype == torch.float32 and loss.dim() == 0
     assert loss.item() == pytest.approx(ref_loss(z.detach(), variant, **SETTINGS), abs=2e-5)
@@ -361,7 +361,7 @@ def test_matches_reference_value_and_has_finite_gradient(variant, case):
 
 def test_anchor_values():
     orthogonal_tokens = torch.eye(8).unsqueeze(0) * torch.tensor([1.0, 3.0]).view(2, 1, 1)  # (2, 8, 8)
-    assert dispersion_loss(orthogonal_tokens, max_tokens=None).item() == pytest.approx(-0.5, abs=1e-6)
+    assert dispersion_loss(orthogonal_tokens, max_tokens=0).item() == pytest.approx(-0.5, abs=1e-6)
     condensed = torch.randn(8).expand(3, 10, 8) * torch.rand(3, 10, 1).add(0.5)  # one direction, any length
     for clamp in (0.1, 0.3):
         expected = -math.acos(1 - clamp) / math.pi
@@ -378,8 +378,8 @@ def test_stacked_layers_in_one_call_give_the_mean_over_layers():
     layers = [1, 2, 3]
     for variant in VARIANTS:
         stacked = dispersion_loss(torch.stack([hidden[l] for l in layers]).flatten(0, 1), variant,
-                                  max_tokens=None)
-        per_layer = torch.stack([dispersion_loss(hidden[l], variant, max_tokens=None) for l in layers]).mean()
+                                  max_tokens=0)
+        per_layer = torch.stack([dispersion_loss(hidden[l], variant, max_tokens=0) for l in layers]).mean()
         assert torch.allclose(stacked, per_layer, rtol=1e-6, atol=1e-7)
     stacked.backward()
     assert hidden[0].grad is None and all(hidden[l].grad.abs().sum() > 0 for l in layers)
@@ -391,7 +391,7 @@ def test_l2_repel_is_bounded_below_by_minus_log_T(path):
     or above -log T however far apart the tokens are, and reaches it once they are a few sqrt(tau) apart, so
     only the norm term changes as the hidden states grow. Over the pairs i != j alone, this input scaled by 1,
     10 and 100 gave -6.0, -192 and -18,684: a loss that rewarded blowing up the hidden states."""
-    loss = VARIANTS["l2_repel"] if path == "formula" else FAST_PATHS[VARIANTS["l2_repel"]]
+    loss = VARIANTS["l2_repel"] if path == "formula" else FAST_PATHS["l2_repel"]
     z = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(0))
     scales = (1, 10, 100, 1000)
     pair_term = [loss(s * z, tau=1.0, norm_weight=0.0) for s in scales]  # (B,) each
@@ -447,7 +447,7 @@ def test_speed_path_equals_the_formula_in_value_and_gradient(variant, case):
     for zero vectors, for a token of norm 1e-7 (floored at eps = 1e-6), and for tokens so far apart that most
     exp terms underflow (the UNDERFLOW floor must not show)."""
     formula = VARIANTS[variant]
-    fast = FAST_PATHS[formula]
+    fast = FAST_PATHS[variant]
     g = torch.Generator().manual_seed(3)
     below_eps = torch.randn(2, 4, 6, generator=g)
     below_eps[:, 0] *= 1e-7 / below_eps[:, 0].norm(dim=-1, keepdim=True)
@@ -467,7 +467,7 @@ def test_speed_path_floors_norms_like_the_formulas():
 
 
 def test_a_formula_replaced_in_the_registry_runs_as_written(monkeypatch):
-    """FAST_PATHS is keyed by the formula function: replacing VARIANTS["cosine"] drops the speed path."""
+    """A formula replaced in VARIANTS no longer matches its speed path, so it runs as written."""
     z = torch.randn(2, 6, 4, generator=torch.Generator().manual_seed(2))
     monkeypatch.setitem(VARIANTS, "cosine", lambda z, **_: z.sum((1, 2)))
     assert dispersion_loss(z, "cosine").item() == pytest.approx(z.sum().item() / 2, rel=1e-6)
@@ -478,7 +478,7 @@ def test_speed_path_in_float32_agrees_with_float64(variant):
     """Training runs in fp32: value and gradient there agree with the fp64 result to fp32 accuracy."""
     z = torch.randn(3, 32, 16, generator=torch.Generator().manual_seed(4))
     z32, z64 = z.clone().requires_grad_(), z.double().requires_grad_()
-    loss32, loss64 = (dispersion_loss(x, variant, max_tokens=None, **SETTINGS) for x in (z32, z64))
+    loss32, loss64 = (dispersion_loss(x, variant, max_tokens=0, **SETTINGS) for x in (z32, z64))
     loss32.backward()
     loss64.backward()
     assert loss32.item() == pytest.approx(loss64.item(), rel=1e-5, abs=1e-6)
@@ -514,12 +514,12 @@ def test_subsampling_is_reproducible_and_shares_positions_across_the_batch():
     c = dispersion_loss(z, max_tokens=12, generator=torch.Generator().manual_seed(8))
     assert a.item() == b.item() and a.item() != c.item()
     keep = torch.randperm(40, generator=torch.Generator().manual_seed(7))[:12]
-    assert torch.allclose(a, dispersion_loss(z[:, keep], max_tokens=None), rtol=1e-6, atol=1e-7)
+    assert torch.allclose(a, dispersion_loss(z[:, keep], max_tokens=0), rtol=1e-6, atol=1e-7)
 
 
 def test_max_tokens_at_least_T_is_exact_and_draws_nothing():
     z = torch.randn(2, 20, 8, generator=torch.Generator().manual_seed(6))
-    exact = dispersion_loss(z, max_tokens=None)
+    exact = dispersion_loss(z, max_tokens=0)
     g = torch.Generator().manual_seed(0)
     state = g.get_state()
     for m in (20, 21, 1000):
@@ -535,7 +535,7 @@ def test_subsampled_loss_averages_to_the_full_loss(variant, log_mean_exp):
     which the tolerance allows for. l2_repel and entropy are not tested: their value depends on how many
     neighbours there are (nearest pairs dominate; entropy of a softmax over m-1 tokens)."""
     z = torch.randn(2, 64, 8, generator=torch.Generator().manual_seed(9))
-    full = dispersion_loss(z, variant, max_tokens=None).item()
+    full = dispersion_loss(z, variant, max_tokens=0).item()
     g = torch.Generator().manual_seed(10)
     draws = torch.stack([dispersion_loss(z, variant, max_tokens=16, generator=g) for _ in range(300)])
     stderr = draws.std().item() / math.sqrt(len(draws))
@@ -552,12 +552,12 @@ def test_bf16_autocast_input_computes_in_fp32(variant):
     z = torch.randn(3, 16, 32, generator=torch.Generator().manual_seed(11))
     z16 = z.bfloat16()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        under = dispersion_loss(z16, variant, max_tokens=None)
+        under = dispersion_loss(z16, variant, max_tokens=0)
     assert under.dtype == torch.float32
     # autocast is off inside: same as the fp32 computation on the same (bf16-rounded) numbers
-    assert torch.allclose(under, dispersion_loss(z16.float(), variant, max_tokens=None), rtol=1e-5, atol=1e-6)
+    assert torch.allclose(under, dispersion_loss(z16.float(), variant, max_tokens=0), rtol=1e-5, atol=1e-6)
     # and close to the fp32 input: only the input rounding (bf16 has 8 bits of mantissa) differs
-    assert torch.allclose(under, dispersion_loss(z, variant, max_tokens=None), rtol=2e-2, atol=2e-3)
+    assert torch.allclose(under, dispersion_loss(z, variant, max_tokens=0), rtol=2e-2, atol=2e-3)
 
 
 # -----------------------------------------------------------------------------
@@ -574,7 +574,8 @@ def test_bf16_autocast_input_computes_in_fp32(variant):
     (dict(clamp=-0.1), ["clamp", "[0, 1)"]),
     (dict(margin=-0.5), ["margin", ">= 0"]),
     (dict(norm_weight=-1.0), ["norm_weight", ">= 0"]),
-    (dict(max_tokens=1), ["max_tokens", "None or >= 2"]),
+    (dict(max_tokens=1), ["max_tokens", "0 (every token) or >= 2"]),
+    (dict(max_tokens=None), ["max_tokens", "0 (every token)"]),
 ])
 def test_bad_inputs_raise_helpful_errors(kwargs, words):
     args = dict(z=torch.randn(2, 8, 4), variant="angular") | kwargs

@@ -227,7 +227,7 @@ def test_model_and_stacked_loss_compile_without_graph_breaks():
     def total_loss(x, y):
         _, ce, hidden = model(x, y, return_hidden=True)
         z = torch.stack([hidden[i] for i in (1, 2)]).flatten(0, 1)  # (L * B, T, C)
-        return ce + 0.1 * dispersion_loss(z, "angular", max_tokens=None)
+        return ce + 0.1 * dispersion_loss(z, "angular", max_tokens=0)
 
     torch._dynamo.reset()
     compiled = torch.compile(total_loss, fullgraph=True, backend="aot_eager")

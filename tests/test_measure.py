@@ -19,7 +19,8 @@ import torch.nn.functional as F
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from measure import Result, hidden_stats, kendall, main, measure, spearman  # noqa: E402
+from condensation import Result, hidden_stats, kendall, spearman  # noqa: E402
+from measure import main, measure  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=100)

@@ -23,9 +23,9 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 import condensation  # noqa: E402
-from condensation import find_blocks, hidden_stats, stream_hidden  # noqa: E402
+from condensation import Result, find_blocks, hidden_stats, stream_hidden  # noqa: E402
 from data.common import prepare_text  # noqa: E402
-from measure import Result, main  # noqa: E402
+from measure import main  # noqa: E402
 
 TEXT = " ".join(["To be, or not to be, that is the question: whether 'tis nobler in the mind to suffer "
                  "the slings",
@@ -272,11 +272,11 @@ def test_folder_errors_are_one_sentence(hf, tmp_path):
          f"text_file {short} holds 2 tokens, fewer than one window"),
         ([f"--hf={hf / 'gpt2'}", f"--text_file={binary}"], "is not UTF-8 text"),
         ([f"--hf={hf / 'gpt2'}", f"--text_file={tmp_path}"], "is a folder; give the path of a text file"),
-        ([f"--hf={hf / 'gpt2'}", "--bins=0"], "bins is 0, but the histogram needs at least one bin"),
-        ([f"--hf={hf / 'gpt2'}", "--num_sequences=0"], "num_sequences is 0"),
-        ([f"--hf={hf / 'gpt2'}", "--measure_batch_size=0"], "measure_batch_size is 0"),
-        ([f"--hf={hf / 'gpt2'}", "--bos=maybe"], "bos is 'maybe'; give auto, always or never"),
-        ([f"--hf={hf / 'gpt2'}", "--dtype=float8"], "dtype must be float32, bfloat16 or float16"),
+        ([f"--hf={hf / 'gpt2'}", "--bins=0"], "bins=0 is not allowed: it must be at least 1"),
+        ([f"--hf={hf / 'gpt2'}", "--num_sequences=0"], "num_sequences=0 is not allowed"),
+        ([f"--hf={hf / 'gpt2'}", "--measure_batch_size=0"], "measure_batch_size=0 is not allowed"),
+        ([f"--hf={hf / 'gpt2'}", "--bos=maybe"], "bos='maybe' is not allowed: it must be auto, always or never"),
+        ([f"--hf={hf / 'gpt2'}", "--dtype=float8"], "dtype='float8' is not allowed"),
     ]
     for args, message in cases:
         with pytest.raises(SystemExit) as e:
