@@ -34,14 +34,13 @@ class GPTConfig:
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
-    # hidden width of each MLP; None (or 0) means 4 * n_embd, as GPT-2. The knob the paper sweeps.
-    mlp_dim: int = None
+    mlp_dim: int = 0  # hidden width of each MLP; 0 means 4 * n_embd, as GPT-2. The knob the paper sweeps.
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm, as in GPT-2; False is a little faster
     embed_noise_alpha: float = 0.0  # NEFTune: uniform noise of size alpha / sqrt(T * C) on wte, training only
 
     def __post_init__(self):
-        if not self.mlp_dim:  # None or 0: GPT-2's 4 * n_embd
+        if self.mlp_dim == 0:  # GPT-2's width
             self.mlp_dim = 4 * self.n_embd
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}.")

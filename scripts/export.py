@@ -101,7 +101,7 @@ def hf_config(args, vocab_size, kind):
     eot = EOT if kind == "gpt2" else None
     return GPT2Config(vocab_size=vocab_size, n_positions=args["block_size"], n_embd=args["n_embd"],
                       n_layer=args["n_layer"], n_head=args["n_head"],
-                      n_inner=None if args["mlp_dim"] in (None, 0, 4 * args["n_embd"]) else args["mlp_dim"],
+                      n_inner=None if args["mlp_dim"] == 4 * args["n_embd"] else args["mlp_dim"],
                       activation_function="gelu_new", layer_norm_epsilon=1e-5, tie_word_embeddings=True,
                       resid_pdrop=args["dropout"], embd_pdrop=args["dropout"], attn_pdrop=args["dropout"],
                       bos_token_id=eot, eos_token_id=eot)

@@ -336,3 +336,18 @@ def test_command_errors_are_one_sentence(files, capsys, args, message):
         main([f"--out_dir={files / 'run'}", f"--data_dir={files / 'char'}",
               *[a.format(files=files) for a in args]])
     assert message in str(e.value)
+
+
+def test_our_gpt_is_measured_on_the_entries_return_hidden_gives():
+    """measure() reads our GPT through forward hooks (stream_hidden), one entry at a time, not through
+    return_hidden=True: the entries must be the same tensors, to the last bit."""
+    from condensation import find_blocks, stream_hidden
+    model = tiny_gpt(n_layer=3).eval()
+    x = torch.randint(100, (2, 16))
+    streamed = []
+    with torch.no_grad():
+        stream_hidden(model, x, lambda l, h: streamed.append(h.clone()), find_blocks(model))
+        hidden = model(x, return_hidden=True)[2]
+    assert len(streamed) == len(hidden) == 4
+    for a, b in zip(streamed, hidden):
+        assert torch.equal(a, b)
