@@ -7,9 +7,10 @@ Definitions: docs/condensation.md, section 3 (the loss family and the choice of 
 
 Each variant below is its formula in plain torch ops, built from the pairwise building blocks; autograd
 supplies the gradient. That is what runs for a loss you add. The six built-in variants also have a speed path,
-condense/dispersion_fused.py: the same values and gradients in fewer, larger kernels (tests/test_dispersion.py holds it
-to the formulas here), which dispersion_loss uses for them. You never need to read it to use or extend the
-losses.
+condense/dispersion_fused.py: the same values and gradients in fewer, larger kernels (tests/test_dispersion.py
+holds it to the formulas here). dispersion_loss takes it only while it still equals the formula as written here
+(uses_speed_path): edit a built-in, or a building block it uses, and the edit is what trains. You never need to
+read the speed path to use or extend the losses.
 
 Adding a loss: write `def my_loss(z, *, tau, **_):` mapping z (B, T, C), fp32 (fp64 in the gradient check), to
 one value per sequence, shape (B,), and add `"my_loss": my_loss,` to VARIANTS. Settings a variant does not use
