@@ -8,9 +8,9 @@ Definitions: docs/condensation.md, section 3 (the loss family and the choice of 
 Each variant below is its formula in plain torch ops, built from the pairwise building blocks; autograd
 supplies the gradient. That is what runs for a loss you add. The six built-in variants also have a speed path,
 condense/dispersion_fused.py: the same values and gradients in fewer, larger kernels (tests/test_dispersion.py
-holds it to the formulas here). dispersion_loss takes it only while it still equals the formula as written here
-(uses_speed_path): edit a built-in, or a building block it uses, and the edit is what trains. You never need to
-read the speed path to use or extend the losses.
+holds it to the formulas here). dispersion_loss takes it only while it still equals the formula as written
+here (uses_speed_path): edit a built-in, or a building block it uses, and the edit is what trains. You never
+need to read the speed path to use or extend the losses.
 
 Adding a loss: write `def my_loss(z, *, tau, **_):` mapping z (B, T, C), fp32 (fp64 in the gradient check), to
 one value per sequence, shape (B,), and add `"my_loss": my_loss,` to VARIANTS. Settings a variant does not use
@@ -208,9 +208,9 @@ AGREES = {}  # (variant, formula, settings) -> whether its speed path equals the
 def uses_speed_path(variant, *, tau=1.0, clamp=0.1, margin=0.5, norm_weight=0.1):
     """True when variant has a speed path and it gives the value and gradient of the formula in VARIANTS as
     written now, at these settings. Checked once per variant and settings, in float64 on two small inputs:
-    random tokens, and condensed ones whose cosines reach the clamp. A formula edited here, or a building block
-    it uses, then fails the check and trains as written. Under torch.compile only the answer is read (train.py
-    asks before compiling); unasked, the formula runs."""
+    random tokens, and condensed ones whose cosines reach the clamp. A formula edited here, or a building
+    block it uses, then fails the check and trains as written. Under torch.compile only the answer is read
+    (train.py asks before compiling); unasked, the formula runs."""
     key = (variant, VARIANTS.get(variant), tau, clamp, margin, norm_weight)  # a replaced formula: asked anew
     if key not in AGREES and variant in FAST_PATHS and not torch.compiler.is_compiling():
         settings = dict(tau=tau, clamp=clamp, margin=margin, norm_weight=norm_weight)
@@ -221,10 +221,11 @@ def uses_speed_path(variant, *, tau=1.0, clamp=0.1, margin=0.5, norm_weight=0.1)
         for z in (spread, condensed):
             a, b = z.clone().requires_grad_(), z.clone().requires_grad_()
             fast, formula = FAST_PATHS[variant](a, **settings), VARIANTS[variant](b, **settings)
-            weights = torch.arange(1.0, 3.0, dtype=torch.float64)  # a different upstream gradient per sequence
+            weights = torch.arange(1.0, 3.0, dtype=torch.float64)  # another upstream gradient per sequence
             (fast * weights).sum().backward()
             (formula * weights).sum().backward()
-            AGREES[key] &= (formula.shape == fast.shape and torch.allclose(fast, formula, rtol=1e-9, atol=1e-12)
+            AGREES[key] &= (formula.shape == fast.shape
+                            and torch.allclose(fast, formula, rtol=1e-9, atol=1e-12)
                             and torch.allclose(a.grad, b.grad, rtol=1e-6, atol=1e-9))
     return AGREES.get(key, False)
 
@@ -247,16 +248,16 @@ def dispersion_loss(z, variant="angular", *, tau=1.0, clamp=0.1, margin=0.5, nor
     Subsampling: if 0 < max_tokens < T, one random set of max_tokens positions (torch.randperm,
     drawn from `generator`, else the global RNG) is kept, shared by every sequence of the batch: one draw and
     one gather per call. max_tokens=0, as the setting dispersion_tokens=0, keeps every token: the result is
-    exact. Averaged over draws, the pair means (orthogonal, decorrelation) are unbiased, angular and cosine nearly so (log of a
-    mean), while l2_repel and entropy depend on the number of neighbours m - 1 and shift with max_tokens.
-    Under torch.compile(fullgraph=True) pass generator=None: the positions then come from the global RNG
-    (the compiled draw differs from eager's unless torch._inductor.config.fallback_random is set).
+    exact. Averaged over draws, the pair means (orthogonal, decorrelation) are unbiased, angular and cosine
+    nearly so (log of a mean), while l2_repel and entropy depend on the number of neighbours m - 1 and shift
+    with max_tokens. Under torch.compile(fullgraph=True) pass generator=None: the positions then come from the
+    global RNG (the compiled draw differs from eager's unless torch._inductor.config.fallback_random is set).
 
     Precision: computed in fp32 with autocast disabled, whatever the input dtype (fp64 input stays fp64).
     Extra activation memory of a built-in variant, with m = max_tokens or T if smaller:
-    4 * B * (a * m * C + k * m^2) bytes kept for backward, a copies of (B, m, C) and k pairwise (B, m, m) matrices: a = k = 1 (the unit or
-    centred vectors and one gradient matrix), except l2_repel, a = 2 (its norm term keeps z); scripts/bench.py
-    measures a and k. Bounded by max_tokens whatever T is.
+    4 * B * (a * m * C + k * m^2) bytes kept for backward, a copies of (B, m, C) and k pairwise (B, m, m)
+    matrices: a = k = 1 (the unit or centred vectors and one gradient matrix), except l2_repel, a = 2 (its
+    norm term keeps z); scripts/bench.py measures a and k. Bounded by max_tokens whatever T is.
     """
     check_settings(variant, tau=tau, clamp=clamp, margin=margin, norm_weight=norm_weight,
                    max_tokens=max_tokens)

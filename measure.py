@@ -24,8 +24,9 @@ a table per model:
     python measure.py --survey=studies/models_survey.py       # model families by size: condense/survey.py
 
 Every model reads its own tokens: ours the tokens of their data set, a Hugging Face model those of its own
-tokenizer (condense/hf_models.py). The text is the same for all of them: by default the validation split of the data
-set (--dataset or --data_dir), else --text_file or the strings of `texts`, cut into windows of seq_len tokens.
+tokenizer (condense/hf_models.py). The text is the same for all of them: by default the validation split of
+the data set (--dataset or --data_dir), else --text_file or the strings of `texts`, cut into windows of
+seq_len tokens.
 """
 
 import functools

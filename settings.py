@@ -2,8 +2,8 @@
 The settings of a training run: every name train.py reads, with its default and its meaning, in one place.
 
 A config file (plain Python in config/) assigns some of them and --key=value overrides follow, left to right
-(configurator.py). measure.py, scripts/bench.py and scripts/study.py take the same settings, so one config file describes
-the same model and data for all of them:
+(configurator.py). measure.py, scripts/bench.py and scripts/study.py take the same settings, so one config
+file describes the same model and data for all of them:
 
     from configurator import configure
     from settings import defaults

@@ -37,8 +37,9 @@ from dispersion import FAST_PATHS, dispersion_loss, select_layers, uses_speed_pa
 from model import GPT, GPTConfig
 from settings import check_config, defaults
 
-# the settings: settings.py's defaults, then config files and --key=value overrides, each value checked against
-# settings.RULES (a mistake stops here). Every setting becomes a name of this script: out_dir, batch_size, ...
+# the settings: settings.py's defaults, then config files and --key=value overrides, each value checked
+# against settings.RULES (a mistake stops here). Every setting becomes a name of this script: out_dir,
+# batch_size, ...
 try:
     config = configure(defaults(), sys.argv[1:])
     check_config(config)
@@ -319,7 +320,8 @@ def log_record(record):
 
 peak = peak_flops(torch.cuda.get_device_name()) if device_type == "cuda" else None
 if master and device_type == "cuda" and peak is None:
-    print(f"MFU: {torch.cuda.get_device_name()} is not in PEAK_FLOPS (condense/device.py), so no MFU is reported")
+    print(f"MFU: {torch.cuda.get_device_name()} is not in PEAK_FLOPS (condense/device.py), so no MFU is "
+          "reported")
 
 # ---------------------------------- the training loop ----------------------------------
 nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked without a device sync in the step

@@ -6,8 +6,8 @@ built-in loss is some 40 small elementwise kernels per call through autograd, an
 most of the term's time. Here each variant computes its value and W = d loss / d (its pair matrix) in about a
 dozen kernels, in place on one (B, T, T) buffer where that saves allocating another, and one shared backward
 per family turns W into d loss / d z in about five: the term is about 2x faster on a CPU and keeps one pair
-matrix for backward instead of three (scripts/bench.py measures both). dispersion.dispersion_loss picks these for the
-built-in variants.
+matrix for backward instead of three (scripts/bench.py measures both). dispersion.dispersion_loss picks these
+for the built-in variants.
 
 Each function takes what its formula takes, z (B, T, C) in fp32 or fp64, and returns the same (B,). It
 computes on z.detach() and attaches the gradient with CosineGrad or DistanceGrad, whose backward is:

@@ -1,6 +1,7 @@
 """
 A survey: measure pretrained model families at several sizes and draw the paper's trend figure, Spearman and
-late-layer mean cosine against parameter count, one line per family. It only measures (scripts/study.py trains).
+late-layer mean cosine against parameter count, one line per family. It only measures (scripts/study.py
+trains).
 
     python measure.py --survey=studies/models_survey.py                     # out/models_survey/
     python measure.py --survey=studies/models_survey.py --dtype=bfloat16 --num_sequences=20

@@ -172,8 +172,8 @@ def find_data(dataset, data_dir="", prepare=True):
     another process). Raises ValueError with one sentence saying how to prepare it."""
     if data_dir:
         if not is_prepared(data_dir):
-            raise ValueError(f"data_dir {data_dir} holds no prepared data set (meta.json, train.bin, val.bin); "
-                             "prepare it with data/prepare_text.py or fix the path")
+            raise ValueError(f"data_dir {data_dir} holds no prepared data set (meta.json, train.bin, "
+                             "val.bin); prepare it with data/prepare_text.py or fix the path")
         return str(data_dir)
     folder = DATA_ROOT / dataset
     if prepare and not is_prepared(folder):
@@ -184,7 +184,8 @@ def find_data(dataset, data_dir="", prepare=True):
     if not is_prepared(folder):
         how = (f"python data/{dataset}/prepare.py" if (folder / "prepare.py").exists()
                else f"python data/prepare_text.py --name={dataset} YOUR_FILES.txt")
-        raise ValueError(f"data set '{dataset}' is not prepared: run {how} (or pick dataset=shakespeare_char)")
+        raise ValueError(f"data set '{dataset}' is not prepared: run {how} "
+                         "(or pick dataset=shakespeare_char)")
     return str(folder)
 
 

@@ -1,11 +1,11 @@
 """
 Benchmark the training step with the dispersion loss off and with each variant on (time, tokens/s, peak
-memory, MFU), the dispersion term alone (scripts/bench_loss.py: stacked over layers vs a loop, and its activation
-memory), and measure()'s speed (scripts/bench_measure.py).
+memory, MFU), the dispersion term alone (scripts/bench_loss.py: stacked over layers vs a loop, and its
+activation memory), and measure()'s speed (scripts/bench_measure.py).
 
-    python -m scripts.bench config/tiny_base.py --threads=1                     # CPU: off and all six variants
+    python -m scripts.bench config/tiny_base.py --threads=1          # CPU: off and all six variants
     python -m scripts.bench config/tiny_base.py --variants=angular --repeats=5
-    python -m scripts.bench config/small_base.py --warmup=10 --iters=50 --log_every=10    # one GPU: bf16 and compile
+    python -m scripts.bench config/small_base.py --warmup=10 --iters=50 --log_every=10   # GPU: bf16, compiled
     # the MFU target: GPT-2-small shape (124M), bf16 and compile, on an H100/H200
     python -m scripts.bench config/small_base.py --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 \
         --batch_size=16 --dropout=0.0 --variants=angular --warmup=10 --iters=50 --log_every=10
@@ -23,9 +23,9 @@ iteration 0 (left out of the step times) and logs every log_every steps. The fir
 setting's figure is the median over `repeats` runs. Runs alternate (off, a, b, ..., then ..., b, a, off) so a
 change in machine load shows in the spread (max - min over repeats, relative to the median) instead of moving
 one setting. MFU = model FLOPs per token (model.flops_per_token: 6N + 12 L T C; the dispersion term is not
-counted) x tokens/s / the device's peak FLOP/s from PEAK_FLOPS (condense/device.py), or --peak_tflops for a device not in it.
-Peak memory is train.py's peak_mem_mb: the tensors' peak on CUDA, the peak resident size of the whole process
-elsewhere.
+counted) x tokens/s / the device's peak FLOP/s from PEAK_FLOPS (condense/device.py), or --peak_tflops for a
+device not in it. Peak memory is train.py's peak_mem_mb: the tensors' peak on CUDA, the peak resident size of
+the whole process elsewhere.
 """
 
 import json

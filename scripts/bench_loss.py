@@ -1,6 +1,7 @@
 """
-The dispersion term alone, for scripts/bench.py: its time stacked over layers against a loop over them (train.py's two
-paths, chosen by dispersion_path), compiled or not, and the activation memory it keeps for backward.
+The dispersion term alone, for scripts/bench.py: its time stacked over layers against a loop over them
+(train.py's two paths, chosen by dispersion_path), compiled or not, and the activation memory it keeps for
+backward.
 
     python -m scripts.bench config/tiny_base.py --threads=1      # runs these after the training runs
 

@@ -3,15 +3,15 @@ Benchmark measure() on a GPT-2-small-shaped Hugging Face model (random weights f
 tokenizer): time and peak memory next to the authors' package, the statistics' share of the time, and peak
 memory as depth and the number of sequences grow.
 
-    python -m scripts.bench_measure                                # everything below, written to out/bench_measure.md
-    python -m scripts.bench_measure --repeats=5 --sections=authors # only the side-by-side runs
+    python -m scripts.bench_measure                         # everything below, into out/bench_measure.md
+    python -m scripts.bench_measure --repeats=5 --sections=authors  # only the side-by-side runs
 
-Each run is a separate process (`python -m scripts.bench_measure --child=...`), so its peak resident size (ru_maxrss:
-Python, torch, transformers, the model and everything measure() allocates) is its own; the peak while
-measuring alone is read from /proc/self/status (VmHWM, reset once the model is loaded), less the size right
-then. Runs alternate (ours, theirs, ours, ...) and repeat; the tables give the median and the range (a shared
-CPU). The authors' package (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run from its
-own virtual environment outside the repository, given by --authors_python; make it with
+Each run is a separate process (`python -m scripts.bench_measure --child=...`), so its peak resident size
+(ru_maxrss: Python, torch, transformers, the model and everything measure() allocates) is its own; the peak
+while measuring alone is read from /proc/self/status (VmHWM, reset once the model is loaded), less the size
+right then. Runs alternate (ours, theirs, ours, ...) and repeat; the tables give the median and the range (a
+shared CPU). The authors' package (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run
+from its own virtual environment outside the repository, given by --authors_python; make it with
 
     python -m venv --system-site-packages /tmp/authvenv && \
         /tmp/authvenv/bin/pip install embedding-condensation==2.0
@@ -94,7 +94,8 @@ def no_statistics():
 
 def measure_speed(model, sequences, batch_size, device, sync, repeats=3):
     """measure()'s median wall time in ms on sequences (N, T), and the share of its statistics: 1 - the time
-    of the same forward passes with the statistics replaced by nothing / the whole. For scripts/bench.py's report."""
+    of the same forward passes with the statistics replaced by nothing / the whole. For scripts/bench.py's
+    report."""
     from condensation import measure
 
     def timed(fn):

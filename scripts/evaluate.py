@@ -3,14 +3,14 @@ Score a trained run on downstream benchmarks with lm-evaluation-harness (Eleuthe
 
     pip install "lm-eval[hf]==0.4.13"        # optional; the version this file is tested with
     python -m scripts.evaluate --out_dir=out/midtrain_gpt2_disp --tasks=paper
-    python -m scripts.evaluate --out_dir=out/RUN --tasks=piqa,arc_easy --limit=100  # a quick look, not the benchmark
-    python -m scripts.evaluate --out_dir=out/gpt2 --hf=gpt2 --tasks=paper           # GPT-2 itself, the starting point
+    python -m scripts.evaluate --out_dir=out/RUN --tasks=piqa,arc_easy --limit=100  # a quick look only
+    python -m scripts.evaluate --out_dir=out/gpt2 --hf=gpt2 --tasks=paper           # GPT-2, where it starts
 
-The run's checkpoint (out_dir/ckpt.pt) is exported first to out_dir/hf (scripts/export.py) when that folder is missing
-or older than the checkpoint. The scores are merged into out_dir/lm_eval.json, one entry per task: the
+The run's checkpoint (out_dir/ckpt.pt) is exported first to out_dir/hf (scripts/export.py) when that folder is
+missing or older than the checkpoint. The scores are merged into out_dir/lm_eval.json, one entry per task: the
 headline metric (acc, or word_perplexity for wikitext), its standard error, and every number the harness
-reported; scripts/study.py reads them into its table. A new checkpoint in out_dir starts the file afresh, so scores
-of different checkpoints never mix.
+reported; scripts/study.py reads them into its table. A new checkpoint in out_dir starts the file afresh, so
+scores of different checkpoints never mix.
 
 tasks=paper is the paper's list: ANLI-r2, LAMBADA (OpenAI's version), OpenBookQA, PIQA, TruthfulQA-MC2,
 Winogrande, ARC-Easy, ARC-Challenge, MedMCQA, MMLU, and wikitext perplexity, each with the harness's own
@@ -34,7 +34,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the reposi
 SCORES_FILE = "lm_eval.json"  # in out_dir
 PAPER_TASKS = ["anli_r2", "lambada_openai", "openbookqa", "piqa", "truthfulqa_mc2", "winogrande", "arc_easy",
                "arc_challenge", "medmcqa", "mmlu", "wikitext"]
-HEADLINE = ("acc", "word_perplexity", "perplexity")  # the first one a task reports is its column in scripts/study.py
+HEADLINE = ("acc", "word_perplexity", "perplexity")  # the first a task reports: its column in the study table
 
 # -----------------------------------------------------------------------------
 out_dir = "out"  # the run: its ckpt.pt is exported to out_dir/hf and scored; lm_eval.json is written here
@@ -196,7 +196,7 @@ def main(argv):
         model_path, source = model_folder(s)
         print(f"scoring {model_path} on {', '.join(names)}")
         results = run_harness(model_path, names, s, manager)
-    except SystemExit as e:  # condense.checkpoint.load_checkpoint: a missing or corrupt checkpoint, in one sentence
+    except SystemExit as e:  # load_checkpoint: a missing or corrupt checkpoint, in one sentence
         sys.exit(f"error: {e}")
     except ConnectionError as e:  # the datasets library: no network, and the data set is not in the cache
         sys.exit(f"error: cannot get a task's data set ({e}); connect to the internet once so that it is "

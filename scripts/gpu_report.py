@@ -1,8 +1,8 @@
 """
-The paperwork of a scripts/gpu_suite.py run: before it, the plan (each step's estimate from the configs' sizes and the
-costs assumed in COSTS: scripts/gpu_suite.py --plan); after it, the facts of the machine (facts.json, nvidia-smi.txt)
-and the summary (summary.md: Markdown tables ready for the README), written from the suite's record
-(summary.json) and the files its steps left (bench.json, the study folders, compare.json).
+The paperwork of a scripts/gpu_suite.py run: before it, the plan (each step's estimate from the configs' sizes
+and the costs assumed in COSTS: scripts/gpu_suite.py --plan); after it, the facts of the machine (facts.json,
+nvidia-smi.txt) and the summary (summary.md: Markdown tables ready for the README), written from the suite's
+record (summary.json) and the files its steps left (bench.json, the study folders, compare.json).
 
     python -m scripts.gpu_report results/gpu_suite      # writes results/gpu_suite/summary.md again,
                                                 # e.g. after an edit here
@@ -72,7 +72,7 @@ def plan(scale):
     c, sc = COSTS[scale], SCALES[scale]
     small, gpt2, full = (run_settings(scale), run_settings(scale, *sc["gpt2"]),
                          run_settings(scale, *sc["full"]))
-    timed = 1 + sum(int(a.split("=")[1]) for a in sc["timing"][:2])  # scripts/bench.py: warm-up + timed steps + 1
+    timed = 1 + sum(int(a.split("=")[1]) for a in sc["timing"][:2])  # bench: warm-up + timed steps + 1
     evals = full["max_iters"] // full["eval_interval"] + 1
     # small_base then small_disp, each trained and measured: 4 processes, the loss 5% slower and compiled too
     pair = dict(processes=4, compile=3 * c["warm"], rest=2 * evals * c["evaluation"] + 2 * c["measure"],
@@ -222,7 +222,8 @@ def header(record):
         lines += [f"Machine: {gpu.get('name', 'no GPU')}" + (f" ({gpu['memory_gib']} GiB)" if gpu else "")
                   + f", {f['cpu_cores']} CPU cores ({f['cpu']}); torch {f['torch']}, CUDA {f['cuda']}, "
                   f"Python {f['python']}; nvidia-smi: {(f['nvidia_smi'].splitlines() or ['no answer'])[-1]}."]
-    lines += [f"Command: `python -m scripts.gpu_suite {shlex.join(record['argv'])}`: {record['elapsed_s']:.0f} s of "
+    command = f"python -m scripts.gpu_suite {shlex.join(record['argv'])}"
+    lines += [f"Command: `{command}`: {record['elapsed_s']:.0f} s of "
               f"a budget of {s['budget']:.0f} s.", "", "| step | status | estimate s | wall s | result |",
               "|---|---|---:|---:|---|"]
     rows = list(record["steps"].items()) + [("studies: " + p["label"], p) for p in record["studies"]]
@@ -235,7 +236,8 @@ def write_summary(folder):
     """summary.md from folder/summary.json and the steps' files; returns its path."""
     record = read_json(os.path.join(folder, "summary.json"))
     if record is None:
-        raise ValueError(f"{folder} holds no summary.json; give the results folder of a scripts/gpu_suite.py run.")
+        raise ValueError(f"{folder} holds no summary.json; give the results folder of a "
+                         "scripts/gpu_suite.py run.")
     lines = [*header(record), "",
              *bench_section(folder, "mfu", "a. MFU: GPT-2-small shape, bf16 and compile", mfu_verdict),
              *bench_section(folder, "overhead", "b. Dispersion overhead on small_base, compiled",

@@ -2,10 +2,10 @@
 One GPU, about ten minutes: the measurements the README still leaves "not yet measured", in order of value,
 under a time budget. Everything goes into one folder; the last line printed is the path of its summary.md.
 
-    python -m scripts.gpu_suite                # one GPU, 540 s: results/gpu_suite/summary.md, tables for the README
+    python -m scripts.gpu_suite              # one GPU, 540 s: results/gpu_suite/summary.md, README tables
     python -m scripts.gpu_suite --budget=1800  # more time: more seeds and more studies
     python -m scripts.gpu_suite --plan         # the steps and their estimates; runs nothing
-    python -m scripts.gpu_suite --rehearse     # a CPU, tiny sizes, a few minutes: the same steps, commands and files
+    python -m scripts.gpu_suite --rehearse   # a CPU, tiny sizes, a few minutes: the same steps and files
 
 First the facts (nvidia-smi, torch, CUDA, Python, the CPU -> facts.json, nvidia-smi.txt), then the steps, each
 a few runs of scripts/bench.py, scripts/study.py and measure.py in subprocesses:
@@ -14,10 +14,10 @@ a few runs of scripts/bench.py, scripts/study.py and measure.py in subprocesses:
   overhead  small_base with the dispersion loss off and angular (0.1, all layers), compiled, 10 + 50 steps
             each, and the loss term alone -> overhead/bench.md, .json (the target: at most 5% more step time)
   full      small_base and small_disp at full length (2,000 steps), each measured on 100 windows, then
-            measure.py --compare=init,small_base,small_disp -> full/compare.png, .json. scripts/study.py trains them
-            as seed 1337 of studies/gpu_method.py's plain and dispersion runs with the settings of `python
-            train.py config/small_base.py` and `small_disp.py` (the summary checks their config.json), so that
-            more seeds join them in one table -> gpu_method/
+            measure.py --compare=init,small_base,small_disp -> full/compare.png, .json. scripts/study.py
+            trains them as seed 1337 of studies/gpu_method.py's plain and dispersion runs with the settings of
+            `python train.py config/small_base.py` and `small_disp.py` (the summary checks their config.json),
+            so that more seeds join them in one table -> gpu_method/
   studies   seeds 1, 2, 3 of both, a seed at a time, then gpu_method's noise and forget runs; then the studies
             gpu_init, gpu_mlp, gpu_size and gpu_knobs, each whole
 A step (or a part of 'studies') whose estimate exceeds the budget left is skipped, not started. When the
@@ -56,8 +56,8 @@ import time
 from types import SimpleNamespace
 
 from configurator import ConfigError, configure
-from scripts.gpu_report import (OTHER_STUDIES, SCALES, machine_facts, plan, plan_table, read_json, run_settings,
-                        write_summary)
+from scripts.gpu_report import (OTHER_STUDIES, SCALES, machine_facts, plan, plan_table, read_json,
+                                run_settings, write_summary)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 SUITE_SETTINGS = dict(
@@ -169,8 +169,8 @@ def method_study(suite, runs, seeds):
     """studies/gpu_method.py cut to some runs and seeds, as a study file in the results folder."""
     path = suite.path("studies", "gpu_method.py")
     with open(path, "w") as f:
-        f.write("# Written by scripts/gpu_suite.py: studies/gpu_method.py with the runs and seeds that fit the "
-                "budget;\n# small_base is its 'plain' run and small_disp its 'dispersion' run.\n"
+        f.write("# Written by scripts/gpu_suite.py: studies/gpu_method.py with the runs and seeds that fit "
+                "the budget;\n# small_base is its 'plain' run and small_disp its 'dispersion' run.\n"
                 'exec(open("studies/gpu_method.py").read())\n'
                 "runs = {" + ", ".join(f"{r!r}: runs[{METHOD_RUNS[r]!r}]" for r in runs) + "}\n"
                 f"seeds = {list(seeds)!r}\n")

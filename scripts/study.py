@@ -3,7 +3,7 @@ Run a study: a few settings x a few seeds of train.py, each final checkpoint mea
 summarised in one table (mean and spread over seeds) and a few figures.
 
     python -m scripts.study studies/cpu_method.py                  # writes results/cpu_method/
-    python -m scripts.study studies/gpu_method.py --device=cuda    # any train.py --key=value goes to every run
+    python -m scripts.study studies/gpu_method.py --device=cuda    # a train.py --key=value goes to every run
     python -m scripts.study studies/gpu_fineweb.py --nproc=8       # each run on 8 GPUs (torchrun)
     python -m scripts.study studies/cpu_method.py --results=/tmp/r # the study's folder under /tmp/r
                                                            # instead of results/
@@ -18,14 +18,14 @@ A study file is plain Python (paths relative to the repo root) that sets:
     measure = {}                      # measure.py settings for the final measurement,
                                       # e.g. {"num_sequences": 100}
     history = False                   # also draw each run's condensation over training (measure.py --history)
-    evaluate = {"tasks": "paper"}     # also score each final checkpoint on benchmarks (scripts/evaluate.py, lm-eval)
+    evaluate = {"tasks": "paper"}     # also score each final checkpoint (scripts/evaluate.py, lm-eval)
 
 Each (run, seed) trains into results/<study>/<run>-s<seed>/ (config.json, metrics.jsonl, ckpt.pt, and log.txt
 with everything it printed); measure.py adds condensation.json/.png (and condensation_init.*, history.png).
 done.json, written once train.py exited 0 and its last evaluation is at max_iters, marks a finished run:
 a second call skips it, resumes a run that has a checkpoint but no done.json, and starts the others again.
-With `evaluate`, scripts/evaluate.py exports each final checkpoint (hf/) and writes its scores to lm_eval.json there.
-A failed run is reported and the others still run; the exit status is then 1.
+With `evaluate`, scripts/evaluate.py exports each final checkpoint (hf/) and writes its scores to lm_eval.json
+there. A failed run is reported and the others still run; the exit status is then 1.
 Results: results/<study>/results.md (with a table of benchmark scores), results.json and condensation.png.
 """
 
@@ -38,7 +38,7 @@ import sys
 import time
 
 from configurator import ConfigError, configure, unknown_key
-from scripts.evaluate import expand_tasks, read_scores  # torch-free: the scoring itself runs in scripts/evaluate.py
+from scripts.evaluate import expand_tasks, read_scores  # torch-free: the scoring runs in its own process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 STUDY_DEFAULTS = dict(base=None, shared={}, runs=None, seeds=[1337], measure_init=False, measure={},
@@ -198,8 +198,8 @@ def train_and_measure(study, name, seed, run_dir, extra, launcher):
 
 
 def score(study, run_dir):
-    """Score run_dir's checkpoint with scripts/evaluate.py on the study's tasks, unless its lm_eval.json already holds
-    them all for this checkpoint; return '' or why it failed."""
+    """Score run_dir's checkpoint with scripts/evaluate.py on the study's tasks, unless its lm_eval.json
+    already holds them all for this checkpoint; return '' or why it failed."""
     settings = {"tasks": "paper", **study["evaluate"]}
     if len(read_scores(run_dir, expand_tasks(settings["tasks"]))) == len(expand_tasks(settings["tasks"])):
         return ""

@@ -5,7 +5,7 @@
 #     pip install datasets
 #     python data/fineweb/prepare.py --tokens=1B              # data/fineweb/: 2 GB; minutes on 16 cores
 #     python -m scripts.study studies/gpu_fineweb.py --nproc=8        # 8 GPUs: roughly 5-10 minutes per run
-#     python -m scripts.study studies/gpu_fineweb.py                  # one H100: roughly 30-60 minutes per run
+#     python -m scripts.study studies/gpu_fineweb.py            # one H100: roughly 30-60 minutes per run
 base = "config/small_base.py"
 shared = dict(
     dataset="fineweb",

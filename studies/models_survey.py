@@ -12,10 +12,10 @@
 #
 # Time per model, 100 windows of 512 tokens, the statistics included (survey.md lists the measured time of
 # each model once it has run):
-# - CPU, float32, 2 cores: measured on a GPT-2-small-shaped model (scripts/bench_measure.py, 16 windows: 12.8 s, of
-#   which the forward passes 10.0 s), so 100 windows take about 80 s: 63 s of forward passes, which grow with
-#   the parameters outside the embedding (85M here), and 17 s of statistics, which grow with the number of
-#   layers (1.3 s per hidden state). ESTIMATES scaled that way: GPT-2 medium 4 min, Pythia-1.4B 16 min,
+# - CPU, float32, 2 cores: measured on a GPT-2-small-shaped model (scripts/bench_measure.py, 16 windows: 12.8
+# s, of   which the forward passes 10.0 s), so 100 windows take about 80 s: 63 s of forward passes, which grow
+# with   the parameters outside the embedding (85M here), and 17 s of statistics, which grow with the number
+# of   layers (1.3 s per hidden state). ESTIMATES scaled that way: GPT-2 medium 4 min, Pythia-1.4B 16 min,
 #   GPT-2 xl 19 min, Qwen3-4B 45 min (16 GB in float32); the 7B needs a GPU, or --dtype=bfloat16 and 16 GB.
 # - GPU: not measured yet. By FLOPs the forward passes of a 1B model are about 0.1 PFLOP, a fraction of a
 #   second in bf16; the per-layer eigendecompositions of 512 x 512 matrices (effective rank) gain less from a

@@ -33,10 +33,11 @@ TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_
 
 @pytest.fixture(scope="module")
 def bench_run(data_dir, tmp_path_factory):
-    """(JSON, Markdown, stdout) of scripts/bench.py on the tiny model: off and angular, 2 runs each of 1 + 3 steps."""
+    """(JSON, Markdown, stdout) of scripts/bench.py on the tiny model: off and angular, 2 runs each of 1 + 3
+    steps."""
     stem = tmp_path_factory.mktemp("bench") / "bench"
-    result = subprocess.run([sys.executable, "-m", "scripts.bench", *TINY, f"--data_dir={data_dir}", f"--save={stem}"],
-                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "scripts.bench", *TINY, f"--data_dir={data_dir}", f"--save={stem}"]
+    result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(Path(f"{stem}.json").read_text()), Path(f"{stem}.md").read_text(), result.stdout
 
@@ -169,7 +170,7 @@ def test_unknown_device_reports_no_mfu():
 
 
 def test_error_is_one_clear_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "scripts.bench", "--variants=angualr", f"--save={tmp_path}/b"],
-                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-m", "scripts.bench", "--variants=angualr", f"--save={tmp_path}/b"]
+    result = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and result.stderr.strip().count("\n") == 0
     assert "unknown dispersion variant" in result.stderr and "Traceback" not in result.stderr

@@ -9,8 +9,8 @@ A variant known to break a clause declares it in dispersion.BREAKS, and the test
 does.
 
 The built-in variants: each against an independent float64 loop over pairs (the formulas of
-docs/condensation.md section 3), the speed path (condense/dispersion_fused.py) against the formulas, anchor values,
-subsampling, precision, errors, layer selection and one full torch.compile.
+docs/condensation.md section 3), the speed path (condense/dispersion_fused.py) against the formulas, anchor
+values, subsampling, precision, errors, layer selection and one full torch.compile.
 
 Run: python -m pytest tests/test_dispersion.py -q       (-k my_loss: the contract for one variant)
 """
@@ -442,10 +442,10 @@ def test_straight_through_gradient_is_the_slope_at_the_band_edge(theta):
 @pytest.mark.parametrize("variant", BUILT_IN)
 @pytest.mark.parametrize("case", list(edge_cases()) + ["below_eps", "far_apart"])
 def test_speed_path_equals_the_formula_in_value_and_gradient(variant, case):
-    """Each built-in variant runs through condense/dispersion_fused.py; its formula in dispersion.py, through autograd,
-    must give the same value and gradient, also for pairs beyond the clamp band (identical, antipodal tokens),
-    for zero vectors, for a token of norm 1e-7 (floored at eps = 1e-6), and for tokens so far apart that most
-    exp terms underflow (the UNDERFLOW floor must not show)."""
+    """Each built-in variant runs through condense/dispersion_fused.py; its formula in dispersion.py, through
+    autograd, must give the same value and gradient, also for pairs beyond the clamp band (identical,
+    antipodal tokens), for zero vectors, for a token of norm 1e-7 (floored at eps = 1e-6), and for tokens so
+    far apart that most exp terms underflow (the UNDERFLOW floor must not show)."""
     formula = VARIANTS[variant]
     fast = FAST_PATHS[variant]
     g = torch.Generator().manual_seed(3)

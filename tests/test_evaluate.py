@@ -1,11 +1,13 @@
-"""Tests of scripts/evaluate.py (lm-evaluation-harness on an exported run) and of the scores in scripts/study.py's table.
+"""Tests of scripts/evaluate.py (lm-evaluation-harness on an exported run) and of the scores in
+scripts/study.py's table.
 
     python -m pytest tests/test_evaluate.py -q
 
 Offline: the harness reads a two-question multiple-choice task from local files (a task YAML whose
 dataset_path is json, pointing at a local JSON file), and scores two tiny GPT-2-BPE checkpoints. Needs
-lm-eval (requirements-dev.txt); the tests that need it are skipped without it. scripts/evaluate.py runs in this
-process (importing lm-eval takes seconds, so it is imported once), except where a fresh interpreter matters.
+lm-eval (requirements-dev.txt); the tests that need it are skipped without it. scripts/evaluate.py runs in
+this process (importing lm-eval takes seconds, so it is imported once), except where a fresh interpreter
+matters.
 """
 import importlib.util
 import json
@@ -94,8 +96,8 @@ def expected_accuracy(model):
 
 
 def stop_message(argv):
-    """scripts/evaluate.py's message when it stops: one line starting with 'error: ' (sys.exit prints it, status
-    1)."""
+    """scripts/evaluate.py's message when it stops: one line starting with 'error: ' (sys.exit prints it,
+    status 1)."""
     with pytest.raises(SystemExit) as stop:
         evaluate.main(argv)
     message = stop.value.code
@@ -162,7 +164,8 @@ def test_no_network_and_no_cached_data_set(setup, tmp_path):
     (A fresh interpreter: the Hub's offline switch is read at import.)"""
     root, runs, tasks = setup
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "scripts.evaluate", f"--out_dir={runs[1][0]}", "--tasks=hub_mc",
+    result = subprocess.run([sys.executable, "-m", "scripts.evaluate", f"--out_dir={runs[1][0]}",
+                             "--tasks=hub_mc",
                              f"--include_path={tasks}", "--device=cpu"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
     message = result.stderr.strip().splitlines()[-1]

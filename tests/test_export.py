@@ -40,8 +40,8 @@ def run(script, *args):
 
 
 def export_error(*args):
-    """scripts/export.py's message when it stops, run in this process (a subprocess costs seconds of imports): one
-    line starting with 'error: ', given to sys.exit, which prints it to stderr and exits with status 1."""
+    """scripts/export.py's message when it stops, run in this process (a subprocess costs seconds of imports):
+    one line starting with 'error: ', given to sys.exit, which prints it to stderr and exits with status 1."""
     with pytest.raises(SystemExit) as stop:
         export.main(list(args))
     message = stop.value.code
@@ -51,7 +51,8 @@ def export_error(*args):
 
 @pytest.fixture(scope="module")
 def bpe_run(tmp_path_factory):
-    """A run of train.py on a tiny GPT-2-BPE data set, exported with scripts/export.py: (out_dir, export's result)."""
+    """A run of train.py on a tiny GPT-2-BPE data set, exported with scripts/export.py: (out_dir, export's
+    result)."""
     rng = random.Random(0)
     words = "the quick brown fox jumps over a lazy dog while seven wizards quietly hex jovial kings".split()
     text = "\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(4, 12))) for _ in range(300))
@@ -86,7 +87,7 @@ def test_exported_model_gives_our_logits(bpe_run):
         mine = ours(idx)[0]  # (2, T, 50304)
         theirs = hf(idx).logits  # (2, T, 50257)
     torch.testing.assert_close(theirs, mine[..., :50257], atol=1e-5, rtol=1e-5)
-    # trimming renormalises over the real vocabulary: log p rises by -log(1 - p_pad), as scripts/export.py says
+    # trimming renormalises over the real vocabulary: log p rises by -log(1 - p_pad), as export.py says
     p_pad = mine.softmax(-1)[..., 50257:].sum(-1, keepdim=True)  # (2, T, 1)
     shift = theirs.log_softmax(-1) - mine.log_softmax(-1)[..., :50257]
     torch.testing.assert_close(shift, (-torch.log1p(-p_pad)).expand_as(shift), atol=1e-5, rtol=1e-4)

@@ -1,11 +1,12 @@
-"""Tests of scripts/gpu_suite.py (the one-GPU suite), scripts/gpu_report.py and what the suite needs from train.py: the GPU's
-stacked dispersion loss, run on a CPU in bf16, against the per-layer loop; and the model and the stacked loss
-under torch.compile without graph breaks.
+"""Tests of scripts/gpu_suite.py (the one-GPU suite), scripts/gpu_report.py and what the suite needs from
+train.py: the GPU's stacked dispersion loss, run on a CPU in bf16, against the per-layer loop; and the model
+and the stacked loss under torch.compile without graph breaks.
 
     python -m pytest tests/test_gpu_suite.py -q
 
-The rehearsal test runs `scripts/gpu_suite.py --rehearse` end to end (every step: scripts/bench.py with one compiled run,
-scripts/study.py, measure.py) on a tiny data set in a temporary folder; nothing here needs a GPU or the network.
+The rehearsal test runs `scripts/gpu_suite.py --rehearse` end to end (every step: scripts/bench.py with one
+compiled run, scripts/study.py, measure.py) on a tiny data set in a temporary folder; nothing here needs a GPU
+or the network.
 """
 import json
 import os
@@ -95,7 +96,8 @@ def test_rehearsal_runs_every_step_and_writes_the_summary(rehearsal):
         assert heading in summary
     assert "`python train.py config/small_disp.py --device=cpu" in summary and " differ)" not in summary
     # scripts/gpu_report.py alone writes the same summary from the folder
-    assert subprocess.run([sys.executable, "-m", "scripts.gpu_report", str(results)], cwd=REPO, env=ENV).returncode == 0
+    report = [sys.executable, "-m", "scripts.gpu_report", str(results)]
+    assert subprocess.run(report, cwd=REPO, env=ENV).returncode == 0
     assert (results / "summary.md").read_text() == summary
 
 

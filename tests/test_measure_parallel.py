@@ -57,7 +57,8 @@ def test_batches_side_by_side_give_the_result_of_one_thread(make, threads, monke
 
     # Two batches must be in their statistics at the same moment to pass this barrier: it proves they run
     # side by side (one after the other, the first would wait for the second in vain and break it).
-    real, together, seen, lock = condensation.layer_sums, threading.Barrier(2, timeout=10), [], threading.Lock()
+    real, seen, lock = condensation.layer_sums, [], threading.Lock()
+    together = threading.Barrier(2, timeout=10)
 
     def layer_sums(h, lengths, bins):
         with lock:

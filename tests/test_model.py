@@ -269,7 +269,8 @@ def test_load_checkpoint_errors(tmp_path):
 
 
 def test_config_from_settings_is_the_model_train_py_settings_describe():
-    """train.py, measure.py --init and scripts/bench.py all build their model with it, from train.py's settings."""
+    """train.py, measure.py --init and scripts/bench.py all build their model with it, from train.py's
+    settings."""
     settings = {**train_settings(), "n_layer": 3, "n_embd": 48, "n_head": 4, "mlp_dim": 0, "dropout": 0.2,
                 "bias": False, "block_size": 32, "embed_noise_alpha": 5.0}
     config = config_from_settings(settings, vocab_size=65)

@@ -1,6 +1,7 @@
 """A student who edits a built-in formula in dispersion.py trains with the edit: the speed path
-(condense/dispersion_fused.py) steps aside and train.py says so in one line; an unedited built-in keeps its speed
-path. First as a student breaks it, in a copy of the repository; then for every built-in variant, in-process.
+(condense/dispersion_fused.py) steps aside and train.py says so in one line; an unedited built-in keeps its
+speed path. First as a student breaks it, in a copy of the repository; then for every built-in variant,
+in-process.
 
     python -m pytest tests/test_student_edit.py -q
 """
@@ -26,8 +27,8 @@ STEPPED_ASIDE = "differs from its speed path"
 
 
 def train(repo, out_dir, data_dir):
-    result = subprocess.run([sys.executable, "train.py", *TINY, f"--data_dir={data_dir}", f"--out_dir={out_dir}"],
-                            cwd=repo, env=ENV, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "train.py", *TINY, f"--data_dir={data_dir}", f"--out_dir={out_dir}"]
+    result = subprocess.run(command, cwd=repo, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     dispersion_terms = [r["dispersion"] for r in map(json.loads, open(out_dir / "metrics.jsonl"))
                         if "dispersion" in r]
@@ -35,9 +36,9 @@ def train(repo, out_dir, data_dir):
 
 
 def test_an_edited_angular_trains_as_written(tmp_path, data_dir):
-    """Add 0.25 to angular's body in a copy of the repository: every logged dispersion term is 0.25 higher than
-    the unedited run's (a constant changes no gradient, so both runs take the same steps), and train.py says
-    the speed path stepped aside."""
+    """Add 0.25 to angular's body in a copy of the repository: every logged dispersion term is 0.25 higher
+    than the unedited run's (a constant changes no gradient, so both runs take the same steps), and train.py
+    says the speed path stepped aside."""
     repo = tmp_path / "repo"
     shutil.copytree(REPO, repo, ignore=shutil.ignore_patterns(".git", "out*", "results", "cache", "*.bin",
                                                              "__pycache__", ".pytest_cache", ".benchmarks"))

@@ -1,4 +1,5 @@
-"""Tests of scripts/study.py (the experiment runner) and data/fineweb/prepare.py (the web corpus, on local text).
+"""Tests of scripts/study.py (the experiment runner) and data/fineweb/prepare.py (the web corpus, on local
+text).
 
     python -m pytest tests/test_study.py -q
 
