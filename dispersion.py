@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from condense import dispersion_fused as fused
+from settings import RULES
 
 EPS = 1e-6  # floor on norms: u_i = z_i / max(||z_i||, EPS); keeps zero vectors finite in value and gradient
 
@@ -186,20 +187,16 @@ FAST_PATHS = {
 # -----------------------------------------------------------------------------
 
 
-def check_settings(variant, *, tau, clamp, margin, norm_weight, max_tokens):
-    """Raise ValueError naming the problem if an argument of dispersion_loss is meaningless: the library's own
-    check, for callers other than train.py (whose settings.RULES stop a bad config before anything runs)."""
+def check_settings(variant, **settings):
+    """Raise ValueError naming the first meaningless argument of dispersion_loss (tau, clamp, margin,
+    norm_weight, max_tokens), held to the range settings.RULES gives train.py's setting of the same name
+    (dispersion_tau, ..., dispersion_tokens): one definition of what each may be, for a notebook's call too."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown dispersion variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    if not tau > 0:
-        raise ValueError(f"tau must be > 0, got {tau}")
-    if not 0 <= clamp < 1:
-        raise ValueError(f"clamp must be in [0, 1), got {clamp}")
-    if margin < 0 or norm_weight < 0:
-        raise ValueError(f"margin and norm_weight must be >= 0, got margin={margin}, "
-                         f"norm_weight={norm_weight}")
-    if max_tokens is None or max_tokens == 1 or max_tokens < 0:
-        raise ValueError(f"max_tokens must be 0 (every token) or >= 2, got {max_tokens}")
+    for name, value in settings.items():
+        test, what = RULES["dispersion_tokens" if name == "max_tokens" else f"dispersion_{name}"]
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and test(value)):
+            raise ValueError(f"{name} must be {what}, got {value!r}")
 
 
 AGREES = {}  # (variant, formula, settings) -> whether its speed path equals the formula; filled on first use

@@ -568,14 +568,14 @@ def test_bf16_autocast_input_computes_in_fp32(variant):
      ["angle", "angular", "cosine", "l2_repel", "orthogonal", "decorrelation", "entropy"]),
     (dict(z=torch.randn(4, 8)), ["(B, T, C)", "(4, 8)"]),
     (dict(z=torch.randn(2, 1, 8)), ["2 tokens", "T = 1"]),
-    (dict(tau=0.0), ["tau", "> 0"]),
+    (dict(tau=0.0), ["tau", "above 0"]),
     (dict(tau=-1.0), ["tau"]),
     (dict(clamp=1.0), ["clamp", "[0, 1)"]),
     (dict(clamp=-0.1), ["clamp", "[0, 1)"]),
-    (dict(margin=-0.5), ["margin", ">= 0"]),
-    (dict(norm_weight=-1.0), ["norm_weight", ">= 0"]),
-    (dict(max_tokens=1), ["max_tokens", "0 (every token) or >= 2"]),
-    (dict(max_tokens=None), ["max_tokens", "0 (every token)"]),
+    (dict(margin=-0.5), ["margin", "0 or more"]),
+    (dict(norm_weight=-1.0), ["norm_weight", "0 or more"]),
+    (dict(max_tokens=1), ["max_tokens", "0 (all tokens) or at least 2"]),
+    (dict(max_tokens=None), ["max_tokens", "0 (all tokens)", "None"]),
 ])
 def test_bad_inputs_raise_helpful_errors(kwargs, words):
     args = dict(z=torch.randn(2, 8, 4), variant="angular") | kwargs
