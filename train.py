@@ -25,9 +25,9 @@ import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from condensation import measure, window_length
 from condense.checkpoint import config_from_settings, load_checkpoint
 from condense.device import peak_flops, pick_device
-from condensation import measure, window_length
 from condense.train_utils import (append_metrics, check_token_files, claim_out_dir,
                                   exit_before_interpreter_shutdown, peak_memory_mb, restore_rng, rng_states,
                                   start_metrics, stop_if_nonfinite, write_checkpoint)
