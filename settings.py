@@ -14,6 +14,7 @@ setting may take, and check_config(config) checks a whole set of settings before
 """
 
 import math
+import os
 
 from configurator import ConfigError
 
@@ -62,6 +63,13 @@ dispersion_path = ""  # "stacked" (layers as one batch) or "per_layer"; empty: p
 # the paper's baselines (docs/condensation.md, section 4)
 embed_noise_alpha = 0.0  # NEFTune: uniform noise alpha / sqrt(T * C) on token embeddings, training only
 forget_every = 0  # active forgetting: re-initialise the token embedding every this many steps; 0 = off
+# knowledge distillation from a frozen teacher (condense/distill.py; docs/condensation.md, section 5)
+# the teacher: a train.py out_dir (its ckpt.pt) or a Hugging Face causal LM (name, NAME@REVISION or
+# folder) with the student's tokenizer; empty: no teacher
+distill_from = ""
+distill_weight = 0.5  # alpha: loss = (1 - alpha) * cross-entropy + alpha * T^2 * KL(teacher || student)
+distill_temperature = 2.0  # T: both distributions in the KL are softmax(logits / T)
+distill_hidden_weight = 0.0  # + this * mean (student cos - teacher cos)^2 between tokens at the last layer
 # condensation tracking at each evaluation (measure.py)
 track_sequences = 16  # fixed validation windows measured at each evaluation; 0 turns tracking off
 # optional live logging to Weights & Biases (pip install wandb); metrics.jsonl is written either way
@@ -128,6 +136,9 @@ RULES = {
     "dispersion_tokens": (lambda v: v == 0 or v >= 2, "0 (all tokens) or at least 2"),
     "embed_noise_alpha": (lambda v: 0 <= v < math.inf, "0 (off) or more"),
     "forget_every": (lambda v: v >= 0, "0 (off) or a number of steps"),
+    "distill_weight": (lambda v: 0 <= v <= 1, "alpha in [0, 1]"),
+    "distill_temperature": (lambda v: 0 < v < math.inf, "a temperature above 0"),
+    "distill_hidden_weight": (lambda v: 0 <= v < math.inf, "0 (off) or more"),
     "track_sequences": (lambda v: v >= 0, "0 (off) or more"),
     "device": (lambda v: v in ("", "cpu", "cuda", "mps") or (v[:5] == "cuda:" and v[5:].isdigit()),
                "'' (automatic), cpu, cuda, cuda:N or mps"),
@@ -169,6 +180,13 @@ def check_config(config):
     if c["track_sequences"] and c["block_size"] < 2:
         raise ConfigError("condensation tracking compares the tokens of a window, so it needs block_size >= "
                           "2; raise block_size or set track_sequences=0.")
+    if c["distill_hidden_weight"] > 0 and not c["distill_from"]:
+        raise ConfigError(f"distill_hidden_weight={c['distill_hidden_weight']} compares the student's hidden "
+                          "states with a teacher's, but distill_from names none; set distill_from or set "
+                          "distill_hidden_weight=0.")
+    if c["distill_from"] and os.path.abspath(c["distill_from"]) == os.path.abspath(c["out_dir"]):
+        raise ConfigError(f"distill_from={c['distill_from']!r} is this run's own out_dir, but a student "
+                          "cannot be its own teacher; train the teacher into another folder.")
     # GPT-2's own depth replaces n_layer: train.py checks the layers then
     if c["init_from"] not in GPT2_NAMES:
         from dispersion import select_layers  # here, so that reading the settings does not need torch

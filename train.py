@@ -27,8 +27,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from condensation import measure, window_length
 from condense.checkpoint import config_from_settings, load_checkpoint
+from condense.distill import distill_terms, load_teacher
 from condense.device import peak_flops, pick_device
-from condense.train_utils import (append_metrics, check_token_files, claim_out_dir,
+from condense.train_utils import (append_metrics, check_resume, check_token_files, claim_out_dir,
                                   exit_before_interpreter_shutdown, peak_memory_mb, restore_rng, rng_states,
                                   start_metrics, stop_if_nonfinite, write_checkpoint)
 from configurator import configure
@@ -116,6 +117,11 @@ eval_gen = torch.Generator().manual_seed(seed + 1)  # fixed evaluation windows: 
 eval_offsets = {s: torch.randint(split_length(s) - block_size, (eval_iters, batch_size), generator=eval_gen)
                 for s in ("train", "val")}
 
+try:  # a teacher (condense/distill.py): loaded once, frozen, eval mode; checked before out_dir is touched
+    teacher = load_teacher(distill_from, meta, block_size, device, compile) if distill_from else None
+except ValueError as e:
+    sys.exit(f"error: {e}")
+
 # model
 out_dir_lock = claim_out_dir(out_dir) if master else None  # held open until this process ends
 model_args = asdict(config_from_settings(config, meta["vocab_size"]))  # saved in the checkpoint
@@ -128,24 +134,8 @@ if init_from == "scratch":
     model = GPT(GPTConfig(**model_args))
 elif init_from == "resume":
     ckpt = load_checkpoint(ckpt_path)  # on the CPU: RNG states must stay there; the model moves below
-    # The settings must be the run's own (a resume without its config file would change the run); the shape
-    # then comes from the checkpoint (GPT-2's after init_from=gpt2), dropout and noise from the settings.
-    saved = ckpt.get("config", {})
-    for k in ("n_layer", "n_head", "n_embd", "mlp_dim", "bias", "block_size", "dataset", "data_dir"):
-        if saved.get(k) != config[k]:
-            sys.exit(f"error: {ckpt_path} was trained with {k}={saved.get(k)}, but the settings say "
-                     f"{config[k]}; resume with the run's own config or pick another --out_dir.")
-    # the folder may hold other data by now (prepared again from other text): the ids would mean other tokens
-    saved_data, why = ckpt.get("data"), None  # older checkpoints lack "data": the vocabulary check only
-    if saved_data is not None and saved_data != data_fingerprint(meta):
-        why = (f"its meta.json has changed: vocabulary {saved_data['vocab_size']} then, "
-               f"{meta['vocab_size']} now")
-    elif ckpt["model_args"]["vocab_size"] < meta["vocab_size"]:
-        why = (f"its {meta['vocab_size']} tokens do not fit the checkpoint's "
-               f"{ckpt['model_args']['vocab_size']}")
-    if why:
-        sys.exit(f"error: the data set in {data_dir} is not the one {ckpt_path} was trained on ({why}); "
-                 "put the run's own data back, or start a new run in another --out_dir.")
+    saved = check_resume(ckpt, config, meta, data_dir, ckpt_path, teacher)  # its own shape, data and teacher
+    # the shape then comes from the checkpoint (GPT-2's after init_from=gpt2), dropout and noise from settings
     iter_num, best_val_loss = ckpt["iter_num"], ckpt["best_val_loss"]
     if iter_num >= max_iters:  # said, not silently skipped; nothing in out_dir has changed
         if master:
@@ -170,6 +160,8 @@ elif init_from.startswith("gpt2"):
     model.load_state_dict(weights)
     pretrained = weights = None  # free the memory
 model.to(device)
+alpha, geometry = (distill_weight, distill_hidden_weight > 0) if teacher else (0.0, False)
+weights = (1 - alpha, alpha, distill_hidden_weight * geometry, dispersion_weight)  # of forward()'s 4 terms
 disp_layers = []  # the hidden-state entries the dispersion loss reads; with weight 0 none are even collected
 if dispersion_weight > 0:  # named layer sets follow the model's depth, which after init_from=gpt2 is GPT-2's
     try:
@@ -220,21 +212,24 @@ def get_lr(it):
 
 
 def forward(m, x, y):
-    """Cross-entropy and the dispersion term (unweighted; a zero tensor when dispersion is off)."""
+    """(cross-entropy, kd, geometry, dispersion), each unweighted; a term that is off is a zero tensor."""
     with autocast:
+        logits, ce, *hidden = m(x, y, return_hidden=bool(disp_layers) or geometry)  # [hidden states] or []
+        zero = torch.zeros((), device=ce.device)
+        kd, geo = (distill_terms(teacher, x, logits, hidden[0][-1] if geometry else None, distill_temperature)
+                   if teacher else (zero, zero))
         if not disp_layers:
-            _, ce = m(x, y)
-            return ce, torch.zeros((), device=ce.device)
-        _, ce, hidden = m(x, y, return_hidden=True)
+            return ce, kd, geo, zero
+        hidden = hidden[0]
         loss_args = dict(tau=dispersion_tau, clamp=dispersion_clamp, margin=dispersion_margin,
                          norm_weight=dispersion_norm_weight, max_tokens=dispersion_tokens)
         if dispersion_path == "per_layer":  # a CPU's default: each layer's (B, m, m) matrices stay in cache
             disp = sum(dispersion_fn(hidden[i], dispersion_variant, **loss_args) for i in disp_layers)
-            return ce, disp / len(disp_layers)  # each layer draws its own max_tokens subset
+            return ce, kd, geo, disp / len(disp_layers)  # each layer draws its own max_tokens subset
         # "stacked", the default elsewhere: the chosen layers as one batch of L * B sequences (fewer, larger
         # kernels); the batch mean is the mean over layers
         z = torch.stack([hidden[i] for i in disp_layers]).flatten(0, 1)  # (L * B, T, C)
-        return ce, dispersion_fn(z, dispersion_variant, **loss_args)
+        return ce, kd, geo, dispersion_fn(z, dispersion_variant, **loss_args)
 
 
 @torch.no_grad()
@@ -269,6 +264,7 @@ def save_checkpoint(batch_state):
             "scaler": scaler.state_dict(), "model_args": model_args, "iter_num": iter_num,
             "best_val_loss": best_val_loss, "config": config,
             "data": data_fingerprint(meta),  # a resume refuses another data set under the same name
+            "teacher": teacher.fingerprint if teacher else None,  # ... and another teacher
             "rng": {"torch": [cpu for cpu, _ in states], "batch": batch_state,
                     "cuda": [gpu for _, gpu in states] if device_type == "cuda" else None}}
     write_checkpoint(ckpt, ckpt_path)
@@ -296,7 +292,8 @@ if master:  # out_dir exists: claim_out_dir made it
     print(f"{world_size} process(es), {local_accum} micro-batch(es) each, "
           f"{tokens_per_iter:,} tokens per iteration")
     print(f"model: {raw_model.num_params() / 1e6:.2f}M parameters; "
-          f"device {device}, {dtype}, compile={compile}")
+          f"device {device}, {dtype}, compile={compile}" + (f"; teacher {distill_from}, weights of ce, kd, "
+          f"geometry, dispersion {weights}, T={distill_temperature}" if teacher else ""))
     if disp_layers:
         print(f"dispersion: {dispersion_variant} x {dispersion_weight} on hidden states {disp_layers}")
         if dispersion_variant in FAST_PATHS and not speed_path:
@@ -359,16 +356,17 @@ while True:
     offsets = torch.randint(split_length("train") - block_size, (gradient_accumulation_steps, batch_size),
                             generator=batch_gen)[rank * local_accum:(rank + 1) * local_accum]
     x, y = load_batch("train", offsets[0])
-    ce_sum, disp_sum = 0.0, 0.0  # tensors after the first micro-batch
+    sums = 0.0  # of the four terms (a tensor after the first micro-batch)
     for micro in range(local_accum):
         if ddp:  # average gradients across processes only on the last micro-batch
             model.require_backward_grad_sync = micro == local_accum - 1
-        ce, disp = forward(model, x, y)
-        loss = (ce + dispersion_weight * disp) / local_accum  # both terms scaled alike
+        terms = forward(model, x, y)
+        # (1 - alpha) ce + alpha kd + distill_hidden_weight geometry + dispersion_weight dispersion
+        loss = sum(w * t for w, t in zip(weights, terms)) / local_accum
         if micro + 1 < local_accum:
             x, y = load_batch("train", offsets[micro + 1])  # fetch the next batch while the device works
         scaler.scale(loss).backward()
-        ce_sum, disp_sum = ce_sum + ce.detach(), disp_sum + disp.detach()
+        sums = sums + torch.stack(terms).detach()
         nonfinite |= ~torch.isfinite(loss.detach())
     if grad_clip > 0:
         scaler.unscale_(optimizer)
@@ -378,22 +376,24 @@ while True:
     optimizer.zero_grad(set_to_none=True)
     if iter_num % log_interval == 0:  # the only place the step waits for the device
         stop_if_nonfinite(nonfinite.item(), iter_num=iter_num, **stop_args)
-        losses = torch.stack([ce_sum, disp_sum]).float() / local_accum  # this process's micro-batch mean
+        losses = sums.float() / local_accum  # this process's micro-batch mean
         if ddp:  # the mean over all processes: the loss of the whole global batch, not rank 0's share
             torch.distributed.all_reduce(losses)
             losses /= world_size
-        ce_val, disp_val = losses.tolist()
+        ce_val, kd_val, geo_val, disp_val = losses.tolist()
     if iter_num % log_interval == 0 and master:
         ms = 1000 * (time.perf_counter() - t0) / (iter_num + 1 - last_log_iter)  # mean since the last log
-        total = ce_val + dispersion_weight * disp_val
+        total = sum(w * v for w, v in zip(weights, (ce_val, kd_val, geo_val, disp_val)))
         mfu = (raw_model.flops_per_token(block_size) * tokens_per_iter / world_size / (ms / 1000) / peak
                if peak else None)
-        print(f"iter {iter_num}: loss {total:.4f} (ce {ce_val:.4f}, disp {disp_val:.4f}), lr {lr:.2e}, "
+        print(f"iter {iter_num}: loss {total:.4f} (ce {ce_val:.4f}, "
+              + (f"kd {kd_val:.4f}, " if teacher else "") + (f"geometry {geo_val:.4f}, " if geometry else "")
+              + f"disp {disp_val:.4f}), lr {lr:.2e}, "
               f"{ms:.0f} ms/iter, {tokens_per_iter / (ms / 1000):,.0f} tok/s"
               + (f", MFU {100 * mfu:.1f}%" if mfu else ""))
-        log_record({"iter": iter_num, "loss": total, "ce": ce_val, "dispersion": disp_val, "lr": lr, "ms": ms,
-                    "tokens_per_s": tokens_per_iter / (ms / 1000), "mfu": mfu,
-                    "peak_mem_mb": peak_memory_mb(device_type, device)})
+        log_record({"iter": iter_num, "loss": total, "ce": ce_val, "kd": kd_val, "geometry": geo_val,
+                    "dispersion": disp_val, "lr": lr, "ms": ms, "tokens_per_s": tokens_per_iter / (ms / 1000),
+                    "mfu": mfu, "peak_mem_mb": peak_memory_mb(device_type, device)})
         last_log_iter, t0 = iter_num + 1, time.perf_counter()
     iter_num += 1
 

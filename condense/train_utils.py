@@ -12,6 +12,8 @@ import sys
 
 import torch
 
+from data.common import data_fingerprint
+
 
 def check_token_files(data_dir, block_size):
     """Stop with one sentence unless train.bin and val.bin of data_dir are there, hold whole uint16 token ids
@@ -29,6 +31,39 @@ def check_token_files(data_dir, block_size):
         if size // 2 < block_size + 1:
             sys.exit(f"error: {path} holds {size // 2} tokens, fewer than block_size + 1 = {block_size + 1}; "
                      "lower block_size or prepare more text.")
+
+
+# what a resume must share with the run it continues: the model's shape, the data and the teacher
+RESUME_KEYS = ("n_layer", "n_head", "n_embd", "mlp_dim", "bias", "block_size", "dataset", "data_dir",
+               "distill_from")
+
+
+def check_resume(ckpt, config, meta, data_dir, ckpt_path, teacher):
+    """Stop with one sentence unless the checkpoint at ckpt_path can continue under these settings: its own
+    (a resume without its config file would change the run), on the data set it was trained on (the folder
+    may hold other data by now, prepared again from other text: the ids would mean other tokens), with the
+    teacher it was trained with (condense/distill.Teacher, or None), the same weights under the same name.
+    Returns the checkpoint's settings."""
+    saved = ckpt.get("config", {})
+    for k in RESUME_KEYS:
+        was = saved.get(k, "" if k == "distill_from" else None)  # checkpoints from before distillation: none
+        if was != config[k]:
+            sys.exit(f"error: {ckpt_path} was trained with {k}={was}, but the settings say {config[k]}; "
+                     "resume with the run's own config or pick another --out_dir.")
+    saved_data, why = ckpt.get("data"), None  # older checkpoints lack "data": the vocabulary check only
+    if saved_data is not None and saved_data != data_fingerprint(meta):
+        why = (f"its meta.json has changed: vocabulary {saved_data['vocab_size']} then, "
+               f"{meta['vocab_size']} now")
+    elif ckpt["model_args"]["vocab_size"] < meta["vocab_size"]:
+        why = (f"its {meta['vocab_size']} tokens do not fit the checkpoint's "
+               f"{ckpt['model_args']['vocab_size']}")
+    if why:
+        sys.exit(f"error: the data set in {data_dir} is not the one {ckpt_path} was trained on ({why}); "
+                 "put the run's own data back, or start a new run in another --out_dir.")
+    if teacher is not None and ckpt.get("teacher") != teacher.fingerprint:  # retrained into the same folder
+        sys.exit(f"error: distill_from={config['distill_from']!r} is not the teacher {ckpt_path} was trained "
+                 "with (its weights have changed); resume with the run's own teacher, or another --out_dir.")
+    return saved
 
 
 def claim_out_dir(out_dir):
