@@ -101,3 +101,27 @@ def plot_trend(rows, late_cos, path):
     ax1.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def plot_pairs(rows, late_cos, path):
+    """Pairs side by side: for each pair (a base model and its distilled version, say), one bar per side of
+    Spearman (left) and late-layer mean cosine (right). rows: dicts with family (the pair), role and result,
+    in the survey file's order; a side that could not be measured is left empty."""
+    plt = pyplot()
+    pairs = list(dict.fromkeys(r["family"] for r in rows))
+    roles = list(dict.fromkeys(r["role"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, value, label in ((axes[0], lambda res: res.spearman, "Spearman: mean cosine vs depth"),
+                             (axes[1], late_cos, "mean cosine, late half of the layers")):
+        for k, role in enumerate(roles):
+            mine = {r["family"]: value(r["result"]) for r in rows if r["role"] == role}
+            x = [i + (k - (len(roles) - 1) / 2) * 0.38 for i, p in enumerate(pairs) if p in mine]
+            ax.bar(x, [mine[p] for p in pairs if p in mine], width=0.36, label=role)
+        ax.axhline(0, color="gray", lw=0.5)
+        ax.set_xticks(range(len(pairs)), pairs, rotation=20, ha="right")
+        ax.set(ylabel=label)
+    axes[0].set(ylim=(-1.05, 1.05), title="condensation trend, pair by pair")
+    axes[1].set(title="how narrow the late layers' cone is")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

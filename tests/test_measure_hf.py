@@ -317,11 +317,39 @@ def test_survey_measures_each_model_once_and_draws_the_trend(hf, tmp_path, monke
     assert len(json.loads((tmp_path / "tiny_survey" / "survey.json").read_text())) == 3
 
 
+def test_survey_of_pairs_draws_each_pair_side_by_side(hf, tmp_path):
+    """A survey file with pairs (as studies/distill_survey.py: base and distilled): every model measured once,
+    the table names each side, the figure draws pairs; a pair of three models is one sentence."""
+    survey = tmp_path / "pairs_survey.py"
+    survey.write_text(f"pairs = {{'small': [{str(hf / 'gpt2')!r}, {str(hf / 'llama')!r}],\n"
+                      f"         'large': [{str(hf / 'gpt_neox')!r}, {str(hf / 'gpt2')!r}]}}\n"
+                      "roles = ('base', 'distilled')\n")
+    args = [f"--survey={survey}", f"--text_file={hf / 'plays.txt'}", "--seq_len=16", "--num_sequences=3",
+            f"--out_dir={tmp_path}"]
+    main(args)
+    rows = json.loads((tmp_path / "pairs_survey" / "survey.json").read_text())
+    assert [(r["family"], r["role"], os.path.basename(r["model"])) for r in rows] == [
+        ("small", "base", "gpt2"), ("small", "distilled", "llama"), ("large", "base", "gpt_neox"),
+        ("large", "distilled", "gpt2")]
+    assert rows[0]["result"] == rows[3]["result"]  # the same model in two pairs: measured once
+    table = (tmp_path / "pairs_survey" / "survey.md").read_text()
+    assert table.startswith("| pair | model |") and "| small | llama (distilled) |" in table
+    assert (tmp_path / "pairs_survey" / "survey.png").stat().st_size > 10_000
+    survey.write_text(f"pairs = {{'three': [{str(hf / 'gpt2')!r}, {str(hf / 'llama')!r}, 'x']}}\n")
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert "each pair must hold two models" in str(e.value) and str(e.value).startswith("error: ")
+
+
 def test_shipped_survey_file_reads():
     from condense.survey import read_survey
-    families = read_survey(os.path.join(ROOT, "studies", "models_survey.py"))
+    families, roles = read_survey(os.path.join(ROOT, "studies", "models_survey.py"))
+    assert roles is None  # families, not pairs
     assert {"GPT-2", "Pythia", "SmolLM2", "Qwen3", "OLMo 2"} <= set(families)
     assert all(len(models) >= 2 for models in families.values())
+    pairs, roles = read_survey(os.path.join(ROOT, "studies", "distill_survey.py"))  # the paper's four pairs
+    assert len(pairs) == 4 and roles == ("base", "DeepSeek-R1 distilled")
+    assert all(distilled.startswith("deepseek-ai/DeepSeek-R1-Distill-Qwen-") for _, distilled in pairs.values())
 
 
 def test_measure_speed_for_bench_reports_the_statistics_share():
