@@ -63,7 +63,7 @@ dispersion_path = ""  # "stacked" (layers as one batch) or "per_layer"; empty: p
 # the paper's baselines (docs/condensation.md, section 4)
 embed_noise_alpha = 0.0  # NEFTune: uniform noise alpha / sqrt(T * C) on token embeddings, training only
 forget_every = 0  # active forgetting: re-initialise the token embedding every this many steps; 0 = off
-# knowledge distillation from a frozen teacher (condense/distill.py; docs/condensation.md, section 5)
+# knowledge distillation from a frozen teacher (condense/distill.py; docs/condensation.md, section 7)
 # the teacher: a train.py out_dir (its ckpt.pt) or a Hugging Face causal LM (name, NAME@REVISION or
 # folder) with the student's tokenizer; empty: no teacher
 distill_from = ""

@@ -1,6 +1,6 @@
 """
-Knowledge distillation: a student trained towards a frozen teacher's next-token distribution, and optionally
-towards the teacher's token geometry. Definitions: docs/condensation.md, section 5. train.py uses it as
+Knowledge distillation: a student trained towards a frozen teacher's next-token distribution, and
+optionally towards the teacher's token geometry (definitions: docs/condensation.md, section 7). In train.py:
 
     loss = (1 - alpha) * cross_entropy + alpha * kd + distill_hidden_weight * geometry (+ dispersion, as ever)
     kd = T^2 * KL(p_teacher || p_student),  p = softmax(logits / T) over the data set's real vocabulary
