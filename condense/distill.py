@@ -16,6 +16,7 @@ folder) whose tokenizer is the student's: load_teacher checks that, the vocabula
 says in one sentence (a ValueError) what is wrong.
 """
 
+import hashlib
 import math
 import os
 
@@ -44,9 +45,9 @@ def upcast(z):
 class ForwardKL(torch.autograd.Function):
     """kd = T^2 / N * sum_n sum_v p_t[n, v] (log p_t[n, v] - log p_s[n, v]),  p = softmax(z[n, :V] / T),
 
-    over the N = B * T tokens and the first V logits of each (the real vocabulary: our GPT pads its output
-    to a multiple of 64, and those extra logits belong to no token). The gradient with respect to the
-    student's logits is
+    over the N token positions of the batch (B sequences x their length) and the first V logits of each (the
+    real vocabulary: our GPT pads its output to a multiple of 64, and those extra logits belong to no token).
+    The gradient with respect to the student's logits is
 
         d kd / d z_s[n, v] = T^2 / N * (1 / T) (p_s[n, v] - p_t[n, v]) = T / N * (p_s[n, v] - p_t[n, v])
 
@@ -59,7 +60,7 @@ class ForwardKL(torch.autograd.Function):
         s, t = (z.reshape(-1, z.size(-1)) for z in (student, teacher))  # (N, V_s), (N, V_t): views
         n, T = s.size(0), temperature
         grad = torch.zeros_like(s)  # the padding columns keep their 0
-        total = torch.zeros((), dtype=upcast(s).dtype, device=s.device)
+        total = torch.zeros((), dtype=torch.promote_types(s.dtype, torch.float32), device=s.device)
         rows = max(1, CHUNK_LOGITS // vocab_size)
         for i in range(0, n, rows):
             log_ps = F.log_softmax(upcast(s[i:i + rows, :vocab_size]) / T, dim=-1)
@@ -116,16 +117,17 @@ def distill_terms(teacher, x, logits, hidden, temperature):
 class Teacher:
     """A frozen model in eval mode: teacher(x) gives its logits for tokens x, and with hidden=True its last
     hidden state (after the final norm, docs/condensation.md section 1), without gradients. vocab_size is
-    the student's real vocabulary, the logits the KL compares. fingerprint identifies the weights: a
-    checkpoint stores it, and a resume with another teacher (retrained into the same folder) refuses."""
+    the student's real vocabulary, the logits the KL compares. fingerprint identifies the weights (their
+    count and a sha256 of their bytes, the same on any machine): a checkpoint stores it, and a resume with
+    another teacher, retrained into the same folder, refuses."""
 
     def __init__(self, model, hf, vocab_size):
         self.model, self.hf, self.vocab_size = model.eval().requires_grad_(False), hf, vocab_size
         params = list({p.data_ptr(): p for p in model.parameters()}.values())  # tied tensors once
-        # float64 sum of squares on the CPU: the same bits for the same weights on any machine
-        squares = sum(p.detach().to("cpu", torch.float64).square().sum().item() for p in params)
-        self.fingerprint = {"parameters": sum(p.numel() for p in params),
-                            "sum_of_squares": float(f"{squares:.12g}")}
+        digest = hashlib.sha256()
+        for p in params:
+            digest.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        self.fingerprint = {"parameters": sum(p.numel() for p in params), "sha256": digest.hexdigest()}
 
     @torch.no_grad()
     def __call__(self, x, hidden=False):
