@@ -117,12 +117,11 @@ eval_gen = torch.Generator().manual_seed(seed + 1)  # fixed evaluation windows: 
 eval_offsets = {s: torch.randint(split_length(s) - block_size, (eval_iters, batch_size), generator=eval_gen)
                 for s in ("train", "val")}
 
-try:  # a teacher (condense/distill.py): loaded once, frozen, eval mode; checked before out_dir is touched
+# teacher (condense/distill.py: loaded once, frozen, eval mode; checked before out_dir is touched) and model
+try:
     teacher = load_teacher(distill_from, meta, block_size, device, compile) if distill_from else None
 except ValueError as e:
     sys.exit(f"error: {e}")
-
-# model
 out_dir_lock = claim_out_dir(out_dir) if master else None  # held open until this process ends
 model_args = asdict(config_from_settings(config, meta["vocab_size"]))  # saved in the checkpoint
 ckpt_path = os.path.join(out_dir, "ckpt.pt")
@@ -214,13 +213,13 @@ def get_lr(it):
 def forward(m, x, y):
     """(cross-entropy, kd, geometry, dispersion), each unweighted; a term that is off is a zero tensor."""
     with autocast:
-        logits, ce, *hidden = m(x, y, return_hidden=bool(disp_layers) or geometry)  # [hidden states] or []
+        # (logits, ce, hidden states), hidden None unless the dispersion or geometry term reads them
+        logits, ce, hidden = (*m(x, y, return_hidden=bool(disp_layers) or geometry), None)[:3]
         zero = torch.zeros((), device=ce.device)
-        kd, geo = (distill_terms(teacher, x, logits, hidden[0][-1] if geometry else None, distill_temperature)
+        kd, geo = (distill_terms(teacher, x, logits, hidden[-1] if geometry else None, distill_temperature)
                    if teacher else (zero, zero))
         if not disp_layers:
             return ce, kd, geo, zero
-        hidden = hidden[0]
         loss_args = dict(tau=dispersion_tau, clamp=dispersion_clamp, margin=dispersion_margin,
                          norm_weight=dispersion_norm_weight, max_tokens=dispersion_tokens)
         if dispersion_path == "per_layer":  # a CPU's default: each layer's (B, m, m) matrices stay in cache
@@ -386,9 +385,8 @@ while True:
         total = sum(w * v for w, v in zip(weights, (ce_val, kd_val, geo_val, disp_val)))
         mfu = (raw_model.flops_per_token(block_size) * tokens_per_iter / world_size / (ms / 1000) / peak
                if peak else None)
-        print(f"iter {iter_num}: loss {total:.4f} (ce {ce_val:.4f}, "
-              + (f"kd {kd_val:.4f}, " if teacher else "") + (f"geometry {geo_val:.4f}, " if geometry else "")
-              + f"disp {disp_val:.4f}), lr {lr:.2e}, "
+        print(f"iter {iter_num}: loss {total:.4f} (ce {ce_val:.4f}, " + f"kd {kd_val:.4f}, " * bool(teacher)
+              + f"geometry {geo_val:.4f}, " * geometry + f"disp {disp_val:.4f}), lr {lr:.2e}, "
               f"{ms:.0f} ms/iter, {tokens_per_iter / (ms / 1000):,.0f} tok/s"
               + (f", MFU {100 * mfu:.1f}%" if mfu else ""))
         log_record({"iter": iter_num, "loss": total, "ce": ce_val, "kd": kd_val, "geometry": geo_val,
