@@ -13,9 +13,9 @@
 # The teacher (config/tiny_teacher.py: 6 x 128, 1,000 steps, its own seed, initialised independently of every
 # student) is trained first, once, and measured: it must condense less than the `ce` arm, or the experiment
 # says nothing (docs/results.md, study 6, checks it).
-#     OMP_NUM_THREADS=1 python train.py config/tiny_teacher.py       # out/tiny_teacher, about 4.5 minutes
+#     OMP_NUM_THREADS=1 python train.py config/tiny_teacher.py       # out/tiny_teacher: 304 s measured
 #     python measure.py --out_dir=out/tiny_teacher                   # out/tiny_teacher/condensation.json
-#     OMP_NUM_THREADS=1 python -m scripts.study studies/cpu_distill.py   # 15 runs, about 25 min on 2 cores
+#     OMP_NUM_THREADS=1 python -m scripts.study studies/cpu_distill.py   # 15 runs: 651 s on 2 cores
 exec(open("studies/scale_cpu.py").read())
 _teacher = {"distill_from": "out/tiny_teacher", "distill_weight": 0.5, "distill_temperature": 2.0}
 _dispersion = {"dispersion_weight": 0.1, "dispersion_variant": "angular", "dispersion_layers": "all"}
