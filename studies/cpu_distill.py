@@ -17,13 +17,5 @@
 #     python measure.py --out_dir=out/tiny_teacher                   # out/tiny_teacher/condensation.json
 #     OMP_NUM_THREADS=1 python -m scripts.study studies/cpu_distill.py   # 15 runs: 651 s on 2 cores
 exec(open("studies/scale_cpu.py").read())
-_teacher = {"distill_from": "out/tiny_teacher", "distill_weight": 0.5, "distill_temperature": 2.0}
-_dispersion = {"dispersion_weight": 0.1, "dispersion_variant": "angular", "dispersion_layers": "all"}
-runs = {
-    "ce": {},
-    "kd": _teacher,
-    "kd_disp": {**_teacher, **_dispersion},
-    "disp": _dispersion,
-    "kd_geometry": {**_teacher, "distill_hidden_weight": 10.0},
-}
-seeds = [1, 2, 3]
+_teacher = "out/tiny_teacher"
+exec(open("studies/distill_arms.py").read())

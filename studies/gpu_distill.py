@@ -11,13 +11,5 @@
 # 2.5-3.5x a run without (a few minutes without on one H100/H200); the study, about an hour of one GPU. The
 # geometry weight is the CPU study's (10): check that the geometry term falls at this scale too.
 exec(open("studies/scale_gpu.py").read())
-_teacher = {"distill_from": "out/small_teacher", "distill_weight": 0.5, "distill_temperature": 2.0}
-_dispersion = {"dispersion_weight": 0.1, "dispersion_variant": "angular", "dispersion_layers": "all"}
-runs = {
-    "ce": {},
-    "kd": _teacher,
-    "kd_disp": {**_teacher, **_dispersion},
-    "disp": _dispersion,
-    "kd_geometry": {**_teacher, "distill_hidden_weight": 10.0},
-}
-seeds = [1, 2, 3]
+_teacher = "out/small_teacher"
+exec(open("studies/distill_arms.py").read())
