@@ -12,16 +12,32 @@ Files and overrides apply left to right. Unlike nanoGPT's configurator, a name t
 stops the run (in a file as on the command line) and says which settings are close, and every value
 is checked against the type of its default: an int setting takes 5e3 (it is whole) but not 0.5, a
 float takes an int, a setting whose default is None takes any value.
+
+`-h` or `--help` anywhere among the arguments prints the command's docstring and every setting it takes, with
+its default, its meaning and the values it may take, and exits; nothing is run or written. The meanings are
+read from the file that declares the settings (the comment beside each, or above one that has none; a
+comment line above a commented setting starts a group), the ranges from its RULES: nothing to keep in step.
 """
 
 import ast
 import difflib
+import io
+import os
+import sys
+import textwrap
+import tokenize
 import traceback
 import types
+
+ROOT = os.path.dirname(os.path.abspath(__file__))  # the repository: help's source files are named from here
 
 
 class ConfigError(ValueError):
     """A config file or override the user wrote is wrong; the message says what to do."""
+
+
+KINDS = {bool: "True or False", int: "a whole number", float: "a number", str: "text", list: "a list",
+         tuple: "a list", dict: "a dict"}
 
 
 def check_type(key, value, default):
@@ -43,9 +59,7 @@ def check_type(key, value, default):
             return type(default)(value)
     elif isinstance(value, type(default)):
         return value
-    kinds = {bool: "True or False", int: "a whole number", float: "a number", str: "text", list: "a list",
-             tuple: "a list"}
-    raise ConfigError(f"setting '{key}' must be {kinds.get(type(default), type(default).__name__)} "
+    raise ConfigError(f"setting '{key}' must be {KINDS.get(type(default), type(default).__name__)} "
                       f"like its default {default!r}, got {value!r}.")
 
 
@@ -65,8 +79,11 @@ def parse_value(raw, default):
         return raw
 
 
-def configure(defaults, args):
-    """Apply config files and --key=value overrides (left to right) to a copy of defaults."""
+def configure(defaults, args, doc="", sources=()):
+    """Apply config files and --key=value overrides (left to right) to a copy of defaults. With -h or --help
+    among args, print help_text(doc, defaults, sources) instead and exit 0."""
+    if wants_help(args):
+        show_help(doc, defaults, sources)
     config = dict(defaults)
     for arg in args:
         if arg.startswith("--"):
@@ -100,3 +117,92 @@ def configure(defaults, args):
                     raise unknown_key(key, defaults, f"config file {arg}")
                 config[key] = check_type(key, value, defaults[key])
     return config
+
+
+# -----------------------------------------------------------------------------
+# --help: every setting with its default, meaning and range, read from where it is declared
+
+
+def wants_help(args):
+    return any(a in ("-h", "--help") for a in args)
+
+
+def show_help(doc, defaults, sources):
+    print(help_text(doc, defaults, sources))
+    sys.exit(0)
+
+
+def declarations(path, in_dict=None):
+    """[(group, name, meaning)] for each setting declared in the Python file at path (relative to the
+    repository): its module-level assignments, or with in_dict the entries of `in_dict = dict(...)` there.
+    A setting's meaning is the comment at the end of its line, or, if it has none, the comment lines right
+    above it; comment lines above a setting that has its own comment name the group it starts."""
+    with open(os.path.join(ROOT, path)) as f:
+        source = f.read()
+    comments = {}  # line number -> (text, whether the comment is the whole line)
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = (tok.string.lstrip("#").strip(), not tok.line[:tok.start[1]].strip())
+    entries = []  # (name, first line, last line)
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            continue
+        if in_dict is None:
+            entries.append((node.targets[0].id, node.lineno, node.end_lineno))
+        elif node.targets[0].id == in_dict and isinstance(node.value, ast.Call):
+            entries += [(kw.arg, kw.lineno, kw.end_lineno) for kw in node.value.keywords]
+    found, group = [], ""
+    for name, first, last in entries:
+        text, whole = comments.get(last, ("", True))
+        beside = "" if whole else text
+        above, line = [], first - 1
+        while line in comments and comments[line][1]:
+            if comments[line][0].strip("-"):  # not a ruler line of dashes
+                above.insert(0, comments[line][0])
+            line -= 1
+        if beside and above:
+            group = " ".join(above)
+        found.append((group, name, beside or " ".join(above)))
+    return found
+
+
+def allowed(name, default, rules):
+    """What values a setting takes, in words: its rule, or else its type."""
+    if name in rules:
+        what = rules[name][1]
+        return what() if callable(what) else what
+    return "any value" if default is None else KINDS.get(type(default), type(default).__name__)
+
+
+def help_text(doc, defaults, sources, width=110):
+    """The help of a command: its docstring, then each setting of defaults as name=default, its meaning and
+    [the values it takes], grouped by sources: (title, path, rules, dict name or None) each, in order; a
+    setting declared in several is shown with the last, whose default wins (as {**a, **b} merges them)."""
+    where = {}
+    for i, (_, path, _, in_dict) in enumerate(sources):
+        for group, name, meaning in declarations(path, in_dict):
+            if name in defaults:
+                where[name] = (i, group, meaning)
+    lines = [textwrap.dedent(doc).strip(), "",
+             "Settings, as name=default, its meaning [the values it takes]:" if sources else
+             "This command takes no settings."]
+    for i, (title, path, rules, _) in enumerate(sources):
+        lines += ["", textwrap.fill(f"{title} ({path}):", width)]
+        last_group = None
+        for name, (j, group, meaning) in where.items():
+            if j != i:
+                continue
+            if group != last_group and group:
+                lines.append(f"  # {group}")
+            last_group = group
+            head = f"    {name}={defaults[name]!r}"
+            text = f"{meaning or '(no meaning written)'} [{allowed(name, defaults[name], rules)}]"
+            if len(head) > 30:  # a long default: the meaning goes below it
+                lines.append(head)
+            first = head.ljust(32) if len(head) <= 30 else " " * 32
+            lines.append(textwrap.fill(text, width, initial_indent=first, subsequent_indent=" " * 32))
+    undeclared = [n for n in defaults if n not in where]
+    if undeclared:
+        lines += ["", "other settings: " + ", ".join(f"{n}={defaults[n]!r}" for n in undeclared)]
+    return "\n".join(lines)

@@ -48,7 +48,7 @@ from condense.plots import plot_history, plot_signatures
 from configurator import configure
 from data.common import find_data, read_meta
 from model import GPT
-from settings import RULES, check_ranges, defaults
+from settings import HELP, RULES, check_ranges, defaults
 
 # -----------------------------------------------------------------------------
 # command: the settings are settings.py's (so train.py's config files work here) plus these, declared and
@@ -87,7 +87,8 @@ MEASURE_RULES = {  # the range of each, as settings.RULES gives train.py's: (tes
 
 def read_settings(args):
     """The settings, checked before any model is loaded: one sentence for the first bad one."""
-    s = SimpleNamespace(**configure({**defaults(), **MEASURE_SETTINGS}, args))
+    own = ("measure.py's own settings", "measure.py", MEASURE_RULES, "MEASURE_SETTINGS")
+    s = SimpleNamespace(**configure({**defaults(), **MEASURE_SETTINGS}, args, __doc__, [HELP, own]))
     check_ranges(vars(s), {**RULES, **MEASURE_RULES})
     modes = [m for m in ("history", "survey", "compare", "hf", "init") if getattr(s, m)]
     if len(modes) > 1:

@@ -27,7 +27,7 @@ num_samples = 3  # independent samples
 max_new_tokens = 300  # tokens generated per sample
 temperature = 0.8  # 1.0 samples the model's distribution; lower is more conservative; 0 is greedy
 top_k = 200  # sample among the top_k most likely tokens only; 0 keeps all
-seed = 1337
+seed = 1337  # seeds the sampling
 device = ""  # empty picks cuda, then mps, then cpu
 dtype = ""  # empty picks bfloat16 on a GPU that has it, else float32
 # -----------------------------------------------------------------------------
@@ -43,7 +43,7 @@ RULES = {  # the range of each setting, as settings.RULES gives them for train.p
 defaults = {k: v for k, v in globals().items()
             if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 try:
-    config = configure(defaults, sys.argv[1:])
+    config = configure(defaults, sys.argv[1:], __doc__, [("sample.py's settings", "sample.py", RULES, None)])
     check_ranges(config, RULES)
     globals().update(config)
     device, device_type, dtype, autocast = pick_device(device, dtype)  # stops if the device is not there

@@ -34,9 +34,9 @@ gradient_accumulation_steps = 1  # global count of micro-batches per step, divid
 batch_size = 32  # sequences per micro-batch, per process
 block_size = 256  # tokens per sequence
 # model
-n_layer = 6
-n_head = 6
-n_embd = 384
+n_layer = 6  # transformer blocks
+n_head = 6  # attention heads per block; n_embd must be a multiple of it
+n_embd = 384  # width of the hidden states
 mlp_dim = 0  # MLP hidden width; 0 means 4 * n_embd (GPT-2)
 dropout = 0.0  # 0 for pre-training, 0.1+ when fine-tuning small data
 bias = False  # biases in Linear and LayerNorm layers
@@ -44,8 +44,8 @@ bias = False  # biases in Linear and LayerNorm layers
 learning_rate = 1e-3  # peak learning rate
 max_iters = 5000  # total optimizer steps
 weight_decay = 0.1  # on weight matrices only
-beta1 = 0.9
-beta2 = 0.95
+beta1 = 0.9  # AdamW's decay of the gradient's running mean
+beta2 = 0.95  # AdamW's decay of the squared gradient's running mean
 grad_clip = 1.0  # clip the global gradient norm to this; 0 disables
 warmup_iters = 100  # linear warm-up steps
 lr_decay_iters = 0  # cosine decay ends here; 0 means max_iters
@@ -74,7 +74,7 @@ distill_hidden_weight = 0.0  # + this * mean (student cos - teacher cos)^2 betwe
 track_sequences = 16  # fixed validation windows measured at each evaluation; 0 turns tracking off
 # optional live logging to Weights & Biases (pip install wandb); metrics.jsonl is written either way
 wandb_log = False  # send every record of metrics.jsonl to wandb as well
-wandb_project = "condense"
+wandb_project = "condense"  # the Weights & Biases project the run is logged to
 wandb_run_name = ""  # empty means the out_dir's folder name
 # system
 device = ""  # cpu, cuda, cuda:3, mps; empty picks cuda, then mps, then cpu
@@ -148,6 +148,10 @@ RULES = {
     "backend": (lambda v: v in ("", "nccl", "gloo", "mpi", "ucc"), "'' (automatic), nccl, gloo, mpi or ucc"),
     "wandb_project": (lambda v: v != "", "a Weights & Biases project name, not empty"),
 }
+
+
+# what --help shows for these settings (configurator.help_text): where they are declared, and their ranges
+HELP = ("train.py's settings", "settings.py", RULES, None)
 
 
 def defaults():

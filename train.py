@@ -36,13 +36,13 @@ from configurator import configure
 from data.common import data_fingerprint, find_data, read_meta
 from dispersion import FAST_PATHS, dispersion_loss, select_layers, uses_speed_path
 from model import GPT, GPTConfig
-from settings import check_config, defaults
+from settings import HELP, check_config, defaults
 
 # the settings: settings.py's defaults, then config files and --key=value overrides, each value checked
 # against settings.RULES (a mistake stops here). Every setting becomes a name of this script: out_dir,
 # batch_size, ...
 try:
-    config = configure(defaults(), sys.argv[1:])
+    config = configure(defaults(), sys.argv[1:], __doc__, [HELP])  # -h or --help: the settings, and stop
     check_config(config)
     globals().update(config)
     device, device_type, dtype, autocast = pick_device(device, dtype)  # stops if the device is not there

@@ -50,7 +50,7 @@ from measure import data_meta
 from model import GPT
 from scripts.bench_loss import bench_memory, bench_term, cuda_term_peak, fmt, memory_table, sync, term_table
 from scripts.bench_measure import measure_speed
-from settings import defaults
+from settings import HELP, check_ranges, defaults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 BENCH_SETTINGS = dict(
@@ -73,6 +73,17 @@ BENCH_SETTINGS = dict(
     measure_batch_size=8,  # sequences per forward pass in measure()
     save="",  # path stem of the files written (SAVE.md, SAVE.json); empty means out_dir/bench
 )
+BENCH_RULES = {  # the range of each, as settings.RULES gives train.py's: (test, what it must be)
+    "iters": (lambda v: v >= 1, "at least 1"),
+    "warmup": (lambda v: v >= 0, "0 or more"),
+    "repeats": (lambda v: v >= 1, "at least 1"),
+    "log_every": (lambda v: v >= 1, "at least 1"),
+    "threads": (lambda v: v >= 0, "0 (the machine's default) or more"),
+    "peak_tflops": (lambda v: v >= 0, "0 (from PEAK_FLOPS) or more"),
+    "term_repeats": (lambda v: v >= 0, "0 (skipped) or more"),
+    "measure_sequences": (lambda v: v >= 0, "0 (skipped) or more"),
+    "measure_batch_size": (lambda v: v >= 1, "at least 1"),
+}
 
 
 # -----------------------------------------------------------------------------
@@ -81,7 +92,8 @@ BENCH_SETTINGS = dict(
 
 def read_settings(args):
     """(settings, the arguments for train.py): bench's own --key=value overrides are not passed on."""
-    s = SimpleNamespace(**configure({**defaults(), **BENCH_SETTINGS}, args))
+    own = ("the benchmark's own settings", "scripts/bench.py", BENCH_RULES, "BENCH_SETTINGS")
+    s = SimpleNamespace(**configure({**defaults(), **BENCH_SETTINGS}, args, __doc__, [HELP, own]))
     train_args = [a if a.startswith("--") else os.path.abspath(a) for a in args
                   if not (a.startswith("--") and a[2:].partition("=")[0] in BENCH_SETTINGS)]
     names = (list(VARIANTS) if s.variants == "all" else [] if s.variants == "none"  # 'none': 'off' alone
@@ -90,9 +102,7 @@ def read_settings(args):
     if unknown or not (names or s.variants == "none"):
         raise ValueError(f"unknown dispersion variant(s) {unknown or s.variants!r}; choose 'all', 'none' or "
                          f"names from {', '.join(VARIANTS)}.")
-    if s.iters < 1 or s.warmup < 0 or s.repeats < 1 or s.log_every < 1:
-        raise ValueError("iters, repeats and log_every must be at least 1 and warmup at least 0; "
-                         "fix the settings.")
+    check_ranges(vars(s), BENCH_RULES)
     s.variants = names
     return s, train_args
 

@@ -29,6 +29,7 @@ import os
 import sys
 
 from configurator import ConfigError, configure
+from settings import check_ranges
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 SCORES_FILE = "lm_eval.json"  # in out_dir
@@ -47,6 +48,12 @@ include_path = ""  # a folder of extra task YAML files (the harness's --include_
 device = ""  # cpu, cuda, cuda:1; empty picks cuda if there is one, else cpu
 dtype = "float32"  # float32 or bfloat16 (the model's weights are exported in float32)
 # -----------------------------------------------------------------------------
+RULES = {  # the range of each, as settings.RULES gives train.py's: (test, what it must be)
+    "num_fewshot": (lambda v: v >= -1, "-1 (each task's default) or more"),
+    "batch_size": (lambda v: v >= 1, "at least 1"),
+    "limit": (lambda v: v >= 0, "0 (every example) or more"),
+    "dtype": (lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16"),
+}
 
 
 def expand_tasks(text):
@@ -173,14 +180,13 @@ def main(argv):
                                                             "batch_size", "limit", "include_path", "device",
                                                             "dtype")}
     try:
-        s = configure(defaults, argv)
+        s = configure(defaults, argv, __doc__, [("evaluate's settings", "scripts/evaluate.py", RULES, None)])
+        check_ranges(s, RULES)
     except ConfigError as e:
         sys.exit(f"error: {e}")
     names = expand_tasks(s["tasks"])
     if not names:
         sys.exit("error: tasks is empty; give tasks=paper or task names such as piqa,arc_easy.")
-    if s["dtype"] not in ("float32", "bfloat16"):
-        sys.exit(f"error: dtype must be float32 or bfloat16, not '{s['dtype']}'.")
     try:
         import transformers  # noqa: F401
     except ImportError:

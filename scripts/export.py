@@ -42,6 +42,7 @@ import torch
 
 from condense.checkpoint import load_checkpoint, model_from_checkpoint
 from configurator import ConfigError, configure
+from settings import check_ranges
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 # transformers stores these four as Conv1D: the transpose of our nn.Linear weights (as in model.GPT.from_hf)
@@ -54,6 +55,7 @@ ckpt = "ckpt.pt"  # the checkpoint's file name inside out_dir
 to = ""  # the folder to write; empty means out_dir/hf
 tokenizer = "auto"  # auto (from the data set's meta.json), gpt2, or none (the weights only)
 # -----------------------------------------------------------------------------
+RULES = {"tokenizer": (lambda v: v in ("auto", "gpt2", "none"), "auto, gpt2 or none")}  # as settings.RULES
 
 
 def gpt2_tokenizer(max_length):
@@ -188,7 +190,8 @@ def export(ckpt_path, to_dir, tokenizer_choice="auto"):
 def main(argv):
     defaults = {k: v for k, v in globals().items() if k in ("out_dir", "ckpt", "to", "tokenizer")}
     try:
-        s = configure(defaults, argv)
+        s = configure(defaults, argv, __doc__, [("export's settings", "scripts/export.py", RULES, None)])
+        check_ranges(s, RULES)
     except ConfigError as e:
         sys.exit(f"error: {e}")
     try:

@@ -17,7 +17,7 @@ import shlex
 import subprocess
 import sys
 
-from configurator import configure
+from configurator import configure, show_help, wants_help
 from settings import defaults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
@@ -253,6 +253,8 @@ def write_summary(folder):
 
 
 if __name__ == "__main__":
+    if wants_help(sys.argv[1:]):
+        show_help(__doc__, {}, [])
     if len(sys.argv) != 2:
         sys.exit("error: give one results folder: python -m scripts.gpu_report results/gpu_suite")
     folder = os.path.abspath(sys.argv[1])

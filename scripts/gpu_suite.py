@@ -281,7 +281,8 @@ def read_settings(argv):
     mistake."""
     switches = {"--rehearse": "--rehearse=True", "--plan": "--plan=True"}
     try:
-        s = SimpleNamespace(**configure(SUITE_SETTINGS, [switches.get(a, a) for a in argv]))
+        own = ("the suite's settings", "scripts/gpu_suite.py", {}, "SUITE_SETTINGS")
+        s = SimpleNamespace(**configure(SUITE_SETTINGS, [switches.get(a, a) for a in argv], __doc__, [own]))
     except ConfigError as e:
         sys.exit(f"error: {e}")
     s.steps = [x.strip() for x in s.steps.split(",") if x.strip()]

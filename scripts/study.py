@@ -37,12 +37,28 @@ import subprocess
 import sys
 import time
 
-from configurator import ConfigError, configure, unknown_key
+from configurator import ConfigError, configure, show_help, unknown_key, wants_help
 from scripts.evaluate import expand_tasks, read_scores  # torch-free: the scoring runs in its own process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
-STUDY_DEFAULTS = dict(base=None, shared={}, runs=None, seeds=[1337], measure_init=False, measure={},
-                      history=False, evaluate=None)
+STUDY_DEFAULTS = dict(  # what a study file sets (the docstring above shows one)
+    base=None,  # the config file (or list of files) every run starts from
+    shared={},  # settings for every run
+    runs=None,  # run name -> its own settings (a dict)
+    seeds=[1337],  # each run is trained once per seed
+    measure_init=False,  # also measure each run's freshly initialised model
+    measure={},  # measure.py settings for the final measurement, e.g. {"num_sequences": 100}
+    history=False,  # also draw each run's condensation over training (measure.py --history)
+    evaluate=None,  # scripts/evaluate.py settings, e.g. {"tasks": "paper"}: score each final checkpoint
+)
+COMMAND_SETTINGS = dict(  # the command line's own, after the study file; other --key=value go to train.py
+    results="results",  # the study's folder goes under this one
+    nproc="1",  # processes (GPUs) per run; above 1 each run starts with torchrun
+)
+COMMAND_RULES = {"nproc": (lambda v: v.isdigit() and int(v) >= 1, "a whole number, at least 1")}
+HELP = [("a study file's settings", "scripts/study.py", {}, "STUDY_DEFAULTS"),
+        ("the command line's own, after the study file; any other --key=value is a train.py setting for "
+         "every run (python train.py --help)", "scripts/study.py", COMMAND_RULES, "COMMAND_SETTINGS")]
 # "late-layer mean cos": the late half of the hidden states, as dispersion_layers="late_half" picks them
 LATE = "mean of mean_cos over hidden-state entries n_layer//2+1 .. n_layer (the late half)"
 METRICS = [("final_val_loss", "final val loss", ".4f"), ("best_val_loss", "best val loss", ".4f"),
@@ -330,9 +346,11 @@ def plot(study, table, out):
 
 
 def main(argv):
+    if wants_help(argv):
+        show_help(__doc__, {**STUDY_DEFAULTS, **COMMAND_SETTINGS}, HELP)
     if not argv or argv[0].startswith("--"):
         fail("give a study file first: python -m scripts.study studies/cpu_method.py [--key=value ...].")
-    own, extra = {"results": "results", "nproc": "1"}, []
+    own, extra = dict(COMMAND_SETTINGS), []
     for arg in argv[1:]:
         key, eq, value = arg[2:].partition("=")
         if not arg.startswith("--") or not eq:
@@ -348,7 +366,7 @@ def main(argv):
     path = os.path.abspath(argv[0])
     os.chdir(ROOT)  # study files and config files name their paths from the repo root
     study = load_study(path)
-    if not own["nproc"].isdigit() or int(own["nproc"]) < 1:
+    if not COMMAND_RULES["nproc"][0](own["nproc"]):
         fail(f"--nproc must be a number of processes (GPUs) per run, like --nproc=8, not '{own['nproc']}'.")
     nproc = int(own["nproc"])
     launcher = [sys.executable] + (["-m", "torch.distributed.run", "--standalone",

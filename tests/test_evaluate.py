@@ -155,7 +155,7 @@ def test_unknown_task_character_model_and_missing_checkpoint(setup, data_dir, tm
     assert "without a GPT-2 tokenizer" in said and "BPE" in said
     said = stop_message([f"--out_dir={tmp_path / 'none'}", "--tasks=tiny_mc", f"--include_path={tasks}"])
     assert "no checkpoint at" in said and "--hf=" in said
-    assert "dtype must be" in stop_message([f"--out_dir={run_dir}", "--dtype=float16"])
+    assert "it must be float32 or bfloat16" in stop_message([f"--out_dir={run_dir}", "--dtype=float16"])
 
 
 @needs_lm_eval

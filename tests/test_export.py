@@ -162,7 +162,7 @@ def test_errors(bpe_run, tmp_path, monkeypatch):
     assert "no checkpoint at" in export_error(f"--out_dir={tmp_path / 'none'}")
     (tmp_path / "ckpt.pt").write_bytes((out / "ckpt.pt").read_bytes()[:5000])  # cut short, as by a full disk
     assert "corrupt" in export_error(f"--out_dir={tmp_path}")
-    assert "tokenizer must be auto, gpt2 or none" in export_error(f"--out_dir={out}", "--tokenizer=bpe")
+    assert "it must be auto, gpt2 or none" in export_error(f"--out_dir={out}", "--tokenizer=bpe")
     assert "unknown setting 'to_dir'" in export_error(f"--out_dir={out}", "--to_dir=x")
     # a checkpoint whose data set is gone: say how to name the tokenizer
     ckpt = load_checkpoint(str(out / "ckpt.pt"))
