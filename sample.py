@@ -12,10 +12,10 @@ import sys
 
 import torch
 
-from condense.checkpoint import load_checkpoint, model_from_checkpoint
+from condense.checkpoint import data_changed, load_checkpoint, model_from_checkpoint
 from condense.device import pick_device
 from configurator import configure
-from data.common import data_fingerprint, gpt2_encoding, load_tokenizer, read_meta
+from data.common import gpt2_encoding, load_tokenizer, read_meta
 from model import GPT
 from settings import GPT2_NAMES, RULES as TRAIN_RULES, check_ranges
 
@@ -63,11 +63,10 @@ if init_from == "resume":
     except (OSError, ValueError) as e:  # missing or broken meta.json
         sys.exit(f"error: {e}.")
     vocab_size = meta["vocab_size"]  # the model's embedding is padded past it
-    # None: a checkpoint from before the fingerprint
-    if ckpt.get("data") not in (None, data_fingerprint(meta)):
-        sys.exit(f"error: the data set in {data_dir} has changed since {out_dir}/ckpt.pt was trained (its "
-                 "meta.json differs), so the model's ids would decode to other text; put the run's own data "
-                 "back.")
+    why = data_changed(ckpt, meta)  # the data folder prepared again from other text since
+    if why:
+        sys.exit(f"error: the data set in {data_dir} has changed since {out_dir}/ckpt.pt was trained ({why}), "
+                 "so the model's ids would decode to other text; put the run's own data back.")
 else:  # a GPT-2 name
     model = GPT.from_pretrained(init_from)
     vocab_size = model.config.vocab_size

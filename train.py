@@ -26,12 +26,13 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from condensation import measure, window_length
-from condense.checkpoint import config_from_settings, load_checkpoint
+from condense.checkpoint import checkpoint_iteration, config_from_settings, load_checkpoint
 from condense.distill import distill_terms, load_teacher
 from condense.device import peak_flops, pick_device
+from condense.progress import Progress
 from condense.train_utils import (append_metrics, check_resume, check_token_files, claim_out_dir,
                                   exit_before_interpreter_shutdown, peak_memory_mb, restore_rng, rng_states,
-                                  start_metrics, stop_if_nonfinite, write_checkpoint)
+                                  start_metrics, stop_if_nonfinite, stop_on_signals, write_checkpoint)
 from configurator import configure
 from data.common import data_fingerprint, find_data, read_meta
 from dispersion import FAST_PATHS, dispersion_loss, select_layers, uses_speed_path
@@ -62,6 +63,8 @@ if ddp:
 else:
     rank, local_rank, world_size = 0, 0, 1
 master = rank == 0  # the process that logs and writes checkpoints
+# Ctrl-C or SIGTERM from here: one sentence (where it stopped, the checkpoint, how to continue), no traceback
+stop_on_signals(lambda: globals().get("iter_num"), os.path.join(out_dir, "ckpt.pt"), master, world_size)
 if gradient_accumulation_steps < 1 or gradient_accumulation_steps % world_size != 0:
     sys.exit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} must be a positive "
              f"multiple of the {world_size} process(es); set it to a multiple of {world_size}.")
@@ -241,6 +244,7 @@ def evaluate():
         for o in offsets:
             with autocast:
                 losses.append(raw_model(*load_batch(split, o))[1])
+            progress.batch_evaluated()  # after the run's first batch, on a CPU: the whole run's estimate
         out[f"{split}_loss"] = torch.stack(losses).mean().item()
     raw_model.train()
     return out
@@ -322,11 +326,13 @@ if master and device_type == "cuda" and peak is None:
 # ---------------------------------- the training loop ----------------------------------
 nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked without a device sync in the step
 start_iter, last_log_iter, t0 = iter_num, iter_num, time.perf_counter()
+progress = Progress(iter_num, max_iters, eval_interval, 2 * eval_iters, local_accum, device_type,
+                    dispersion_weight > 0, sys.argv[1:])  # the clock of the log line's ETA
 while True:
     batch_state = batch_gen.get_state()  # before this step's draw: a resume from here redraws the same batch
     evaluation_due = iter_num % eval_interval == 0 or iter_num == max_iters
     if evaluation_due and not (init_from == "resume" and iter_num == start_iter):  # a resume is past its eval
-        t_eval = time.perf_counter()
+        t_eval = progress.start_evaluation(iter_num)
         metrics = evaluate()
         # checked before tracking (an eigendecomposition of NaNs raises) and before any checkpoint; the fresh
         # losses count too, because the weights can turn non-finite in the step just taken
@@ -337,13 +343,14 @@ while True:
         if master:
             print(f"iter {iter_num}: train loss {metrics['train_loss']:.4f}, "
                   f"val loss {metrics['val_loss']:.4f}"
-                  + (f", condensation spearman {metrics['spearman']:+.2f}" if "spearman" in metrics else ""))
+                  + (f", condensation spearman {metrics['spearman']:+.2f}" if "spearman" in metrics else ""),
+                  flush=True)
             log_record({"iter": iter_num, **metrics})
         if metrics["val_loss"] < best_val_loss or always_save_checkpoint:
             best_val_loss = min(best_val_loss, metrics["val_loss"])
             if iter_num > 0:
                 save_checkpoint(batch_state)
-        t0 += time.perf_counter() - t_eval  # the step timings leave evaluation out
+        t0 += progress.evaluated(time.perf_counter() - t_eval)  # the step timings leave it out, the ETA not
     if iter_num >= max_iters:
         break
     if forget_every and iter_num > 0 and iter_num % forget_every == 0:
@@ -385,15 +392,18 @@ while True:
         total = sum(w * v for w, v in zip(weights, (ce_val, kd_val, geo_val, disp_val)))
         mfu = (raw_model.flops_per_token(block_size) * tokens_per_iter / world_size / (ms / 1000) / peak
                if peak else None)
-        print(f"iter {iter_num}: loss {total:.4f} (ce {ce_val:.4f}, " + f"kd {kd_val:.4f}, " * bool(teacher)
+        head, tail = progress.line(iter_num, ms)  # 'iter 50/1800 (2.8%)' and ', elapsed 12s, eta 3m41s'
+        print(f"{head}: loss {total:.4f} (ce {ce_val:.4f}, " + f"kd {kd_val:.4f}, " * bool(teacher)
               + f"geometry {geo_val:.4f}, " * geometry + f"disp {disp_val:.4f}), lr {lr:.2e}, "
               f"{ms:.0f} ms/iter, {tokens_per_iter / (ms / 1000):,.0f} tok/s"
-              + (f", MFU {100 * mfu:.1f}%" if mfu else ""))
+              + (f", MFU {100 * mfu:.1f}%" if mfu else "") + tail)
         log_record({"iter": iter_num, "loss": total, "ce": ce_val, "kd": kd_val, "geometry": geo_val,
                     "dispersion": disp_val, "lr": lr, "ms": ms, "tokens_per_s": tokens_per_iter / (ms / 1000),
                     "mfu": mfu, "peak_mem_mb": peak_memory_mb(device_type, device)})
         last_log_iter, t0 = iter_num + 1, time.perf_counter()
     iter_num += 1
 
+if master:  # what was written where, the best val loss, and the commands that look at the result
+    progress.finish(out_dir, checkpoint_iteration(ckpt_path), best_val_loss)
 if ddp:
     destroy_process_group()

@@ -1,7 +1,6 @@
 """Figures of measure.py: the condensation signature of one or several models, and condensation over
 training."""
 
-import json
 import os
 
 import numpy as np
@@ -46,14 +45,8 @@ def plot_signatures(results, path):
 
 def plot_history(out_dir, path):
     """Loss curves, mean cosine per hidden-state entry, and Spearman against iteration, from metrics.jsonl."""
-    records = []
-    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
-        for i, line in enumerate(f, 1):
-            try:
-                records += [json.loads(line)] if line.strip() else []
-            except json.JSONDecodeError:
-                raise ValueError(f"line {i} of {out_dir}/metrics.jsonl is not JSON; "
-                                 "fix or delete that line.") from None
+    from condense.train_utils import read_metrics  # a last line cut short by a crash is dropped, with a note
+    records = read_metrics(os.path.join(out_dir, "metrics.jsonl"))
     steps = [r for r in records if "loss" in r]
     evals = [r for r in records if "val_loss" in r and "mean_cos" in r]
     if not evals:

@@ -1,18 +1,21 @@
 """
 The plumbing of train.py, kept out of the training loop's way: the check of the token files, one run per
 out_dir, checkpoints that survive a crash and resume exactly, metrics.jsonl, peak memory and the stop on a
-non-finite loss, and a clean end of DDP processes. Nothing here changes what is trained; a reader of train.py
-can take each function at its name.
+non-finite loss, a stop by Ctrl-C or SIGTERM told in one sentence, and a clean end of DDP processes. Nothing
+here changes what is trained; a reader of train.py can take each function at its name.
 """
 
 import json
 import os
+import shlex
+import signal
 import socket
 import sys
+import threading
 
 import torch
 
-from data.common import data_fingerprint
+from condense.checkpoint import checkpoint_iteration, data_changed
 
 
 def check_token_files(data_dir, block_size):
@@ -50,13 +53,7 @@ def check_resume(ckpt, config, meta, data_dir, ckpt_path, teacher):
         if was != config[k]:
             sys.exit(f"error: {ckpt_path} was trained with {k}={was}, but the settings say {config[k]}; "
                      "resume with the run's own config or pick another --out_dir.")
-    saved_data, why = ckpt.get("data"), None  # older checkpoints lack "data": the vocabulary check only
-    if saved_data is not None and saved_data != data_fingerprint(meta):
-        why = (f"its meta.json has changed: vocabulary {saved_data['vocab_size']} then, "
-               f"{meta['vocab_size']} now")
-    elif ckpt["model_args"]["vocab_size"] < meta["vocab_size"]:
-        why = (f"its {meta['vocab_size']} tokens do not fit the checkpoint's "
-               f"{ckpt['model_args']['vocab_size']}")
+    why = data_changed(ckpt, meta)  # the one check of the data set, as sample.py, measure.py and export do it
     if why:
         sys.exit(f"error: the data set in {data_dir} is not the one {ckpt_path} was trained on ({why}); "
                  "put the run's own data back, or start a new run in another --out_dir.")
@@ -122,10 +119,14 @@ def write_checkpoint(ckpt, path):
         with open(tmp, "wb") as f:
             torch.save(ckpt, f)
         os.replace(tmp, path)
-    # a full disk: torch's writer raises a RuntimeError around the OSError
-    except (OSError, RuntimeError) as e:
+    # a full disk: torch's writer raises a RuntimeError around the OSError; so it does around a Ctrl-C
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if STOP["signal"] is not None or not isinstance(e, (OSError, RuntimeError)):
+            raise  # a stop by signal is told by stop_on_signals' report, not blamed on the disk
+        if not os.path.isdir(os.path.dirname(path) or "."):
+            sys.exit(f"error: could not write the checkpoint to {path}: {gone_or_locked(path)}")
         cause = e
         while cause is not None and not isinstance(cause, OSError):
             cause = cause.__cause__ or cause.__context__
@@ -134,22 +135,104 @@ def write_checkpoint(ckpt, path):
                  "and continue with --init_from=resume (the previous checkpoint, if any, is intact).")
 
 
+# the signal that is stopping the run (set by stop_on_signals' handler), for every part of it to see
+STOP = {"signal": None}
+
+
+def stop_on_signals(where, ckpt_path, master, world_size):
+    """Ctrl-C (SIGINT) and SIGTERM, at any moment, end the run with one sentence on stderr: the iteration it
+    stopped at (where(): None before the training loop), the checkpoint that is intact and its iteration (read
+    from the file itself), and the command that continues; the exit code is 128 + the signal (130, 143).
+    The signal raises KeyboardInterrupt wherever the run is, so every `with` and `finally` unwinds
+    (write_checkpoint removes its temporary file); whatever then reaches the top, the KeyboardInterrupt or
+    the error torch makes of it inside a checkpoint write or a collective, is reported as the stop instead of
+    a traceback (sys.excepthook). Under DDP every process gets the terminal's Ctrl-C (torchrun passes a
+    SIGTERM on) and stops; rank 0 speaks."""
+    def on_signal(signum, frame):
+        STOP["signal"] = signum
+        raise KeyboardInterrupt
+
+    def report(kind, value, tb):
+        if STOP["signal"] is None and not issubclass(kind, KeyboardInterrupt):
+            return sys.__excepthook__(kind, value, tb)  # a real error: its traceback
+        signum = STOP["signal"] or signal.SIGINT
+        if master:
+            print(stop_sentence(signum, where(), ckpt_path, world_size), file=sys.stderr, flush=True)
+        sys.exit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():  # Python sets handlers there only
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+    sys.excepthook = report
+
+
+def stop_sentence(signum, it, ckpt_path, world_size):
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    at = f"at iteration {it}" if it is not None else "before training began"
+    saved = checkpoint_iteration(ckpt_path)
+    launch = ["torchrun", f"--nproc_per_node={world_size}"] if world_size > 1 else ["python"]
+    if saved is None:
+        return (f"stopped {at} by {name}, before the first checkpoint; nothing to continue from: start "
+                f"again with {shlex.join([*launch, 'train.py', *sys.argv[1:]])}")
+    args = [a for a in sys.argv[1:] if not a.startswith("--init_from=")]
+    return (f"stopped {at} by {name}; {ckpt_path} (iteration {saved}) is intact; continue with: "
+            f"{shlex.join([*launch, 'train.py', *args, '--init_from=resume'])}")
+
+
 def start_metrics(path, resume_iter):
     """Start metrics.jsonl for this run. A new run (resume_iter None) drops the lines of an earlier one that
     died before its first checkpoint; a resume keeps the lines up to its checkpoint (and that checkpoint's
     evaluation), not those a crashed run logged after it, so the file reads as one run."""
     kept = []
     if resume_iter is not None and os.path.exists(path):
-        with open(path) as f:
-            kept = [line for line in f if json.loads(line)["iter"] < resume_iter or
-                    (json.loads(line)["iter"] == resume_iter and "val_loss" in line)]
-    with open(path, "w") as f:
-        f.writelines(kept)
+        try:
+            kept = [r for r in read_metrics(path)
+                    if r["iter"] < resume_iter or (r["iter"] == resume_iter and "val_loss" in r)]
+        except ValueError as e:
+            sys.exit(f"error: {e}")
+    try:
+        with open(path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+    except OSError as e:
+        sys.exit(f"error: cannot write {path} ({e.strerror or e}); pick an out_dir you can write to.")
+
+
+def read_metrics(path):
+    """The records of a metrics.jsonl, in order. A last line cut short, what a crash in the middle of
+    append_metrics leaves, is dropped with a one-line note on stderr; a damaged line before it raises
+    ValueError naming it (something else changed the file, and its records cannot be trusted)."""
+    with open(path) as f:
+        lines = [(i, line) for i, line in enumerate(f, 1) if line.strip()]
+    records = []
+    for i, line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i != lines[-1][0]:
+                raise ValueError(f"line {i} of {path} is damaged (not JSON), and lines after it are not; "
+                                 "fix or delete that line.") from None
+            print(f"note: dropped the last line of {path}, cut short (a crash while writing it)",
+                  file=sys.stderr, flush=True)
+    return records
 
 
 def append_metrics(path, record):
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    """Add one record to metrics.jsonl; stops with one sentence if the out_dir has gone."""
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        sys.exit(f"error: cannot write to {path} ({e.strerror or e}): {gone_or_locked(path)}")
+
+
+def gone_or_locked(path):
+    """Why a file of out_dir cannot be written any more, in words, with what to do."""
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        return (f"{folder} was removed during the run, and its checkpoint with it; start the run again "
+                "(nothing is left to continue from).")
+    return (f"{folder} was made read-only during the run; make it writable again and continue with "
+            "--init_from=resume (the last checkpoint there is intact).")
 
 
 def peak_memory_mb(device_type, device):
@@ -188,7 +271,8 @@ def exit_before_interpreter_shutdown():
     destroy_process_group, and one may still be letting go of the last collective's tensors, which takes the
     GIL; Python ends a thread that asks for the GIL during shutdown in the middle of a C++ destructor, and the
     process aborts ("terminate called without an active exception"). A process that has called
-    destroy_process_group is done and exits 0; any other stopped on a reported error and exits 1."""
+    destroy_process_group is done and exits 0; any other stopped on a reported error and exits 1, or on a
+    signal (stop_on_signals) and exits 128 + the signal."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(1 if torch.distributed.is_initialized() else 0)
+    os._exit(128 + STOP["signal"] if STOP["signal"] else 1 if torch.distributed.is_initialized() else 0)

@@ -202,8 +202,6 @@ def main(argv):
         model_path, source = model_folder(s)
         print(f"scoring {model_path} on {', '.join(names)}")
         results = run_harness(model_path, names, s, manager)
-    except SystemExit as e:  # load_checkpoint: a missing or corrupt checkpoint, in one sentence
-        sys.exit(f"error: {e}")
     except ConnectionError as e:  # the datasets library: no network, and the data set is not in the cache
         sys.exit(f"error: cannot get a task's data set ({e}); connect to the internet once so that it is "
                  "cached (under HF_HOME), or score only tasks whose data are cached.")

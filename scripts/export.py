@@ -203,8 +203,6 @@ def main(argv):
     ckpt_path, to_dir = os.path.join(s["out_dir"], s["ckpt"]), s["to"] or os.path.join(s["out_dir"], "hf")
     try:
         info = export(ckpt_path, to_dir, s["tokenizer"])
-    except SystemExit as e:  # load_checkpoint: a missing, corrupt or foreign file, said in one sentence
-        sys.exit(f"error: {e}")
     except (ValueError, RuntimeError, OSError) as e:
         sys.exit(f"error: {e}")
     print(f"wrote {to_dir}: iteration {info['iter_num']}, vocabulary {info['vocab_size']} "

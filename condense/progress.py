@@ -1,0 +1,104 @@
+"""
+Where a training run is and how long it has left, for train.py: the progress at the end of each log line
+(iteration / total, percent, elapsed time, ETA), an estimate of the whole run on a CPU as soon as the first
+evaluation batch is done (before any step, and with a word when the run is sized for a GPU), and the closing
+note: what was written where, the best validation loss, and what to run next.
+"""
+
+import sys
+import time
+
+SLOW_ON_A_CPU = 30 * 60  # seconds: a CPU run estimated longer than this is sized for a GPU, and is told so
+
+
+def duration(seconds):
+    """<1s, 42s, 3m07s, 2h05m: short enough for a log line."""
+    seconds = round(seconds)
+    if seconds < 1:
+        return "<1s"
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Progress:
+    """Keeps the run's clock. start_iter: the first iteration this process trains (a resume's checkpoint);
+    dispersion and args (the command's arguments) choose the CPU config suggested to a run sized for a GPU."""
+
+    def __init__(self, start_iter, max_iters, eval_interval, eval_batches, micro_batches, device_type,
+                 dispersion, args):
+        self.start_iter, self.max_iters, self.eval_interval = start_iter, max_iters, eval_interval
+        self.eval_batches, self.micro_batches = eval_batches, micro_batches
+        self.on_cpu = device_type == "cpu"
+        twin = "config/tiny_disp.py" if dispersion else "config/tiny_base.py"  # minutes on a laptop's CPU
+        self.cpu_config = None if any(a.endswith(twin) for a in args) else twin
+        self.t_start = self.t_eval = time.perf_counter()
+        self.eval_iter = None  # the iteration being evaluated
+        self.eval_seconds = 0.0  # the last evaluation's wall time, for the ETA
+        self.estimated = False
+
+    def evaluations_after(self, it):
+        """How many evaluations come after iteration it: every eval_interval, and one at max_iters."""
+        every = self.max_iters // self.eval_interval - it // self.eval_interval
+        return every + (self.max_iters % self.eval_interval != 0)
+
+    def start_evaluation(self, it):
+        self.t_eval, self.eval_iter = time.perf_counter(), it
+        return self.t_eval
+
+    def evaluated(self, seconds):
+        """Record an evaluation's wall time; returns it (train.py leaves it out of the step timings)."""
+        self.eval_seconds = seconds
+        return seconds
+
+    def batch_evaluated(self):
+        """Called after each evaluation batch. After the run's first one, on a CPU (where it is timed truly:
+        a GPU works asynchronously), print the estimate of the whole run: the evaluations at this batch's pace
+        and each training step as 3 of its forward passes per micro-batch (forward and backward, as the
+        model's FLOPs count them). The first logged step then gives the measured ETA."""
+        if self.estimated or not self.on_cpu or self.eval_iter != self.start_iter:
+            return
+        self.estimated = True
+        batch = time.perf_counter() - self.t_eval
+        evaluation = batch * self.eval_batches
+        steps = self.max_iters - self.start_iter
+        step = 3 * batch * self.micro_batches
+        total = evaluation * (1 + self.evaluations_after(self.start_iter)) + step * steps
+        how = (f"estimated from the first evaluation batch, {batch:.2f} s, a training step counted as 3 "
+               "forward passes")
+        if not self.note_if_slow(total, how):
+            print(f"iter {self.start_iter}: evaluating, about {duration(evaluation)}; then {steps:,} steps: "
+                  f"the whole run about {duration(total)} on this CPU ({how})", flush=True)
+
+    def note_if_slow(self, total, how):
+        """Say once, on a CPU, that a run estimated to take longer than SLOW_ON_A_CPU is sized for a GPU."""
+        if not self.on_cpu or total < SLOW_ON_A_CPU:
+            return False
+        self.estimated = True
+        instead = (f"train {self.cpu_config} instead (README, Quick start)" if self.cpu_config else
+                   "lower max_iters, or the model's size")
+        print(f"note: this run takes about {duration(total)} on this CPU ({how}); it is sized for a GPU: on "
+              f"a CPU, {instead}", flush=True)
+        return True
+
+    def line(self, it, ms):
+        """(the head of a log line, its tail): 'iter 50/1800 (2.8%)' and ', elapsed 12s, eta 3m41s'. The ETA
+        counts the steps left at the pace of the last log interval, and the evaluations left at the pace of
+        the last one."""
+        left = (self.max_iters - it - 1) * ms / 1000 + self.evaluations_after(it) * self.eval_seconds
+        if not self.estimated:  # not on a CPU, or a resume (no evaluation first): from the first step's pace
+            self.note_if_slow(left, f"estimated from the pace of iteration {it}, {ms:.0f} ms")
+            self.estimated = True
+        head = f"iter {it}/{self.max_iters} ({100 * (it + 1) / self.max_iters:.1f}%)"
+        return head, f", elapsed {duration(time.perf_counter() - self.t_start)}, eta {duration(left)}"
+
+    def finish(self, out_dir, ckpt_iter, best_val_loss):
+        """The closing note: how long, what is where, and the commands that look at the result."""
+        saved = (f"ckpt.pt (iteration {ckpt_iter}), " if ckpt_iter is not None else "no checkpoint, ")
+        print(f"done: iterations {self.start_iter} to {self.max_iters} in "
+              f"{duration(time.perf_counter() - self.t_start)}; best val loss {best_val_loss:.4f}; "
+              f"{out_dir}/ holds {saved}metrics.jsonl and config.json", flush=True)
+        print(f"next: python measure.py --out_dir={out_dir}   # its condensation, layer by layer "
+              f"(condensation.png)\n      python sample.py --out_dir={out_dir}    # text from it", flush=True)
