@@ -41,13 +41,13 @@ import numpy as np
 import torch
 
 from condensation import measure, model_limits, text_windows, val_windows, window_length, windows
-from condense.checkpoint import config_from_settings, load_checkpoint, model_from_checkpoint
+from condense.checkpoint import config_from_settings, data_changed, load_checkpoint, model_from_checkpoint
 from condense.device import pick_device
 from condense.hf_models import bos_prefix, hf_encode, load_hf, parameter_count, short_name
 from condense.plots import plot_history, plot_signatures
 from configurator import configure
 from data.common import find_data, read_meta
-from model import GPT
+from model import GPT, GPTConfig
 from settings import HELP, RULES, check_ranges, defaults
 
 # -----------------------------------------------------------------------------
@@ -101,6 +101,7 @@ def read_settings(args):
                          "give --device=cpu.")
     s.dtype = pick_device(s.device, s.dtype)[2]  # empty: bfloat16 where the GPU supports it, else float32
     s.text = read_text(s.text_file) if s.text_file else None
+    s.checkpoints = {}  # entry -> open_checkpoint's answer, for checkpoints opened before measuring
     return s
 
 
@@ -136,24 +137,66 @@ def val_text(folder):
     return load_tokenizer(folder)[1](np.memmap(os.path.join(folder, "val.bin"), dtype=np.uint16, mode="r"))
 
 
+SHAPE = ("n_layer", "n_head", "n_embd", "mlp_dim", "bias", "block_size")  # the settings that shape our GPT
+
+
+def open_checkpoint(entry, s):
+    """(checkpoint, name, data set, the run's data_dir) for an out_dir or a checkpoint file, its data set
+    checked as a resume checks it: a folder prepared again from other text would give its ids other tokens."""
+    path = os.path.join(entry, "ckpt.pt") if os.path.isdir(entry) else entry
+    ckpt = load_checkpoint(path)  # exits with one sentence if it is missing or unreadable
+    run = ckpt.get("config", {})
+    dataset, run_data_dir = run.get("dataset", s.dataset), run.get("data_dir", "")
+    folder, meta = data_meta(s, dataset, run_data_dir)
+    why = data_changed(ckpt, meta)
+    if why:
+        raise ValueError(f"the data set in {folder} is not the one {path} was trained on ({why}), so the "
+                         "model's ids would mean other tokens; put the run's own data back, or give its "
+                         "folder with --data_dir.")
+    return ckpt, os.path.basename(os.path.dirname(os.path.abspath(path))), dataset, run_data_dir
+
+
+def init_model(s):
+    """(GPTConfig, data set, data_dir) of 'init', a freshly initialised model: the shape the settings give
+    (a config file, --n_layer=...), or, in a comparison whose settings leave the shape at its defaults, the
+    shape of the checkpoints compared, reading their data set. Checkpoints of several shapes stop it, saying
+    which shape it would build."""
+    runs = [(name, GPTConfig(**ckpt["model_args"]), dataset, data_dir)
+            for ckpt, name, dataset, data_dir in s.checkpoints.values()]
+    settings_given = any(getattr(s, k) != defaults()[k] for k in SHAPE)
+    if runs and not settings_given:
+        shapes = {(c.n_layer, c.n_head, c.n_embd, c.mlp_dim, c.bias, c.block_size, c.vocab_size, d, r)
+                  for _, c, d, r in runs}
+        if len(shapes) == 1:
+            return runs[0][1], runs[0][2], runs[0][3]
+        theirs = ", ".join(f"{n}: {shape_name(c)} on {d}" for n, c, d, _ in runs)
+        default = f"{shape_name(config_from_settings(vars(s), 1))} on {s.dataset}"
+        raise ValueError(f"the checkpoints compared differ in shape or data ({theirs}), so init would be "
+                         f"built in the default shape, {default}: give its shape in a config file (measure.py "
+                         "config/tiny_base.py --compare=...) or compare init with one shape at a time.")
+    return config_from_settings(vars(s), data_meta(s, s.dataset)[1]["vocab_size"]), s.dataset, ""
+
+
+def shape_name(config):
+    return f"{config.n_layer}x{config.n_embd}"  # layers x width
+
+
 def load_entry(entry, s):
     """(model, name, its tokenizer or None, data set, the run's data_dir or "") for 'init', 'hf:NAME' or a
     checkpoint (file or out_dir). Ours (tokenizer None) read their data set's tokens."""
     dtype = getattr(torch, s.dtype)
     if entry == "init":
-        meta = data_meta(s, s.dataset)[1]
+        config, dataset, run_data_dir = init_model(s)
         torch.manual_seed(s.seed)
-        model = GPT(config_from_settings(vars(s), meta["vocab_size"]))
-        return model.to(s.device, dtype), "init", None, s.dataset, ""
+        model = GPT(config)
+        return model.to(s.device, dtype), f"init {shape_name(config)}", None, dataset, run_data_dir
     if entry.startswith("hf:"):
         model, tokenizer = load_hf(entry[3:], s.device, s.dtype)
         return model, short_name(entry[3:]), tokenizer, s.dataset, ""
-    path = os.path.join(entry, "ckpt.pt") if os.path.isdir(entry) else entry
-    ckpt = load_checkpoint(path)  # exits with one sentence if it is missing or unreadable
-    name = os.path.basename(os.path.dirname(os.path.abspath(path)))
-    run = ckpt.get("config", {})
+    # opened already when a comparison checked every entry first
+    ckpt, name, dataset, run_data_dir = s.checkpoints.pop(entry, None) or open_checkpoint(entry, s)
     model = model_from_checkpoint(ckpt).to(s.device, dtype)
-    return model, name, None, run.get("dataset", s.dataset), run.get("data_dir", "")
+    return model, name, None, dataset, run_data_dir
 
 
 def sequences_for(s, name, tokenizer, dataset, run_data_dir, length):
@@ -220,6 +263,7 @@ def command(args):
         if not os.path.exists(os.path.join(s.history, "metrics.jsonl")):
             raise ValueError(f"{s.history}/metrics.jsonl does not exist; give the out_dir of a training run.")
         path = (s.save or os.path.join(s.history, "history")) + ".png"
+        writable(path)
         plot_history(s.history, path)
         print(f"wrote {path}")
         return
@@ -237,9 +281,12 @@ def command(args):
         entries = [s.ckpt or os.path.join(s.out_dir, "ckpt.pt")]
         stem = os.path.join(entries[0] if os.path.isdir(entries[0]) else os.path.dirname(entries[0]),
                             "condensation")
-    results = [measure_entry(e, s)[0] for e in entries]
+    # every checkpoint opened and checked, and the folder written to made, before the first is measured:
+    # a mistake in the last one shows now, not after the others
+    s.checkpoints = {e: open_checkpoint(e, s) for e in entries if e != "init" and not e.startswith("hf:")}
     stem = s.save or stem
-    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    writable(stem + ".json")
+    results = [measure_entry(e, s)[0] for e in entries]
     with open(stem + ".json", "w") as f:
         json.dump([asdict(r) for r in results] if s.compare else asdict(results[0]), f, indent=1)
     plot_signatures(results, stem + ".png")
@@ -251,6 +298,18 @@ def command(args):
             print(f"{r.name:20s} {r.spearman:+9.3f} {r.kendall:+8.3f} {r.mean_cos[0]:+10.4f} "
                   f"{r.mean_cos[-1]:+9.4f}")
     print(f"wrote {stem}.json and {stem}.png")
+
+
+def writable(path):
+    """Make path's folder, or stop with one sentence before anything is measured if it cannot be written."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot make the folder {folder} for {path} ({e.strerror or e}); pick another "
+                         "place with --save=...") from None
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"cannot write {path}: {folder} is read-only; pick another place with --save=...")
 
 
 def main(args):

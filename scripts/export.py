@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from condense.checkpoint import load_checkpoint, model_from_checkpoint
+from condense.checkpoint import data_changed, load_checkpoint, model_from_checkpoint
 from configurator import ConfigError, configure
 from settings import check_ranges
 
@@ -95,6 +95,11 @@ def find_tokenizer(ckpt, choice):
         raise ValueError(f"cannot tell the run's tokenizer: {os.path.join(data_dir, 'meta.json')} is "
                          "missing; pass --tokenizer=gpt2 if it used GPT-2's BPE, or --tokenizer=none to "
                          "export the weights alone.") from None
+    why = data_changed(ckpt, meta)  # prepared again from other text since: its tokenizer is not the run's
+    if why:
+        raise ValueError(f"the data set in {data_dir} is not the one the run was trained on ({why}), so its "
+                         "tokenizer is not the model's; put the run's own data back, or pass --tokenizer=gpt2 "
+                         "or --tokenizer=none.")
     return meta["tokenizer"], meta
 
 
@@ -203,7 +208,10 @@ def main(argv):
     ckpt_path, to_dir = os.path.join(s["out_dir"], s["ckpt"]), s["to"] or os.path.join(s["out_dir"], "hf")
     try:
         info = export(ckpt_path, to_dir, s["tokenizer"])
-    except (ValueError, RuntimeError, OSError) as e:
+    except OSError as e:  # a folder that cannot be written: the errno in words, and what to do
+        sys.exit(f"error: cannot write {e.filename or to_dir} ({e.strerror or e}); pick a folder you can "
+                 "write to with --to=...")
+    except (ValueError, RuntimeError) as e:
         sys.exit(f"error: {e}")
     print(f"wrote {to_dir}: iteration {info['iter_num']}, vocabulary {info['vocab_size']} "
           f"(of {info['padded_vocab_size']} rows), tokenizer {info['tokenizer']}; reloaded with "

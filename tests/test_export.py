@@ -174,3 +174,23 @@ def test_errors(bpe_run, tmp_path, monkeypatch):
     assert (tmp_path / "moved_run" / "hf" / "tokenizer.json").exists()
     monkeypatch.setitem(sys.modules, "transformers", None)  # as if it were not installed
     assert "pip install transformers" in export_error(f"--out_dir={out}")
+
+
+def test_a_data_set_prepared_again_or_a_folder_that_cannot_be_written_is_one_sentence(bpe_run, tmp_path):
+    out, _ = bpe_run
+    ckpt = load_checkpoint(str(out / "ckpt.pt"))
+    again = tmp_path / "again"  # the run's data folder, prepared again from other text
+    again.mkdir()
+    meta = json.loads(Path(ckpt["config"]["data_dir"], "meta.json").read_text())
+    (again / "meta.json").write_text(json.dumps({**meta, "train_tokens": meta["train_tokens"] + 1}))
+    ckpt["config"]["data_dir"] = str(again)
+    (tmp_path / "run").mkdir()
+    torch.save(ckpt, tmp_path / "run" / "ckpt.pt")
+    said = export_error(f"--out_dir={tmp_path / 'run'}")
+    assert said.startswith(f"error: the data set in {again} is not the one the run was trained on (its "
+                           "meta.json has changed") and said.endswith("or --tokenizer=none.")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    said = export_error(f"--out_dir={out}", f"--to={blocker}/hf")
+    assert said.startswith("error: cannot write ") and said.endswith("a folder you can write to with --to=...")
+    assert "Errno" not in said

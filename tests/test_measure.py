@@ -276,7 +276,7 @@ def test_command_measures_a_fresh_model_from_a_train_config_file(files):
     p = run(config, "--init=True", f"--data_dir={files / 'char'}", f"--out_dir={out}", "--num_sequences=3")
     assert p.returncode == 0, p.stderr
     r = json.loads((out / "condensation_init.json").read_text())
-    assert r["name"] == "init" and len(r["mean_cos"]) == 4 and r["num_tokens"] == 3 * 48
+    assert r["name"] == "init 3x32" and len(r["mean_cos"]) == 4 and r["num_tokens"] == 3 * 48
     assert set(r) >= {"mean_cos", "hist", "erank", "top_share", "spearman", "kendall", "last_n_mean"}
     check_png(out / "condensation_init.png")
 
@@ -288,7 +288,7 @@ def test_command_compares_checkpoint_and_fresh_models(files):
             "--block_size=16")
     assert p.returncode == 0, p.stderr
     results = json.loads((out / "compare.json").read_text())
-    assert [r["name"] for r in results] == ["run", "init"]
+    assert [r["name"] for r in results] == ["run", "init 1x16"]  # the settings' shape, given explicitly
     assert [len(r["mean_cos"]) for r in results] == [3, 2]
     assert [r["num_tokens"] for r in results] == [4 * 32, 4 * 16]
     for r in results:
@@ -325,7 +325,7 @@ def test_command_empty_text_exits_with_one_sentence(files):
     (["--texts=['!', 'AB']"], "sequence 0 has 1 token(s)"),
     (["--texts=['AB', '']"], "sequence 1 has 0 token(s)"),
     (["--texts=['AB', 'A~B']"], "not in the vocabulary"),
-    (["--data_dir={files}/wide"], "is outside the model's vocabulary 0..63"),
+    (["--data_dir={files}/wide"], "its 100 tokens do not fit the checkpoint's 64"),
     (["--text_file={files}/missing.txt"], "does not exist"),
     (["--init=True", "--hf=gpt2"], "give only one of"),
     (["--num_sequencs=3"], "unknown setting 'num_sequencs'"),
@@ -351,3 +351,78 @@ def test_our_gpt_is_measured_on_the_entries_return_hidden_gives():
     assert len(streamed) == len(hidden) == 4
     for a, b in zip(streamed, hidden):
         assert torch.equal(a, b)
+
+
+def save_run(folder, model, **extra):
+    folder.mkdir(parents=True)
+    torch.save({"model": model.state_dict(), "model_args": asdict(model.config), "iter_num": 10,
+                "best_val_loss": 2.0, "config": {"dataset": "tiny_char"}, **extra}, folder / "ckpt.pt")
+    return folder
+
+
+def test_compare_builds_init_in_the_shape_of_the_checkpoints_and_names_it(files, tmp_path, capsys):
+    """The settings leave the shape at its defaults (6 x 384): init takes the checkpoint's, 2 x 32."""
+    main([f"--compare=init,{files / 'run'}", f"--data_dir={files / 'char'}", f"--out_dir={tmp_path}",
+          "--num_sequences=2"])
+    results = json.loads((tmp_path / "compare.json").read_text())
+    assert [r["name"] for r in results] == ["init 2x32", "run"]
+    assert [len(r["mean_cos"]) for r in results] == [3, 3] and results[0]["num_tokens"] == 2 * 32
+
+
+def test_compare_of_several_shapes_refuses_init_before_measuring(files, tmp_path, capsys):
+    wide = save_run(tmp_path / "wide_run", tiny_gpt(vocab_size=64, block_size=32, n_embd=64))
+    with pytest.raises(SystemExit) as e:
+        main([f"--compare=init,{files / 'run'},{wide}", f"--data_dir={files / 'char'}",
+              f"--out_dir={tmp_path}"])
+    assert str(e.value).startswith("error: the checkpoints compared differ in shape or data (run: 2x32 on "
+                                   "tiny_char, wide_run: 2x64 on tiny_char), so init would be built in the "
+                                   "default shape, 6x384 on shakespeare_char: give its shape")
+    assert "measuring" not in capsys.readouterr().out
+
+
+def test_compare_with_a_missing_folder_stops_before_measuring_the_others(files, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([f"--compare={files / 'run'},{tmp_path / 'typo'}", f"--data_dir={files / 'char'}",
+              f"--out_dir={tmp_path}"])
+    assert str(e.value).startswith(f"error: no checkpoint at {tmp_path / 'typo'}")
+    assert "measuring" not in capsys.readouterr().out
+
+
+def test_a_data_set_prepared_again_is_refused_as_a_resume_refuses_it(files, tmp_path):
+    from data.common import data_fingerprint
+    meta = json.loads((files / "char" / "meta.json").read_text())
+    run = save_run(tmp_path / "fingerprinted", tiny_gpt(vocab_size=64, block_size=32),
+                   data=data_fingerprint(meta))
+    again = tmp_path / "again"  # the same name, prepared from a text with fewer characters
+    again.mkdir()
+    (again / "val.bin").write_bytes((files / "char" / "val.bin").read_bytes())
+    (again / "meta.json").write_text(json.dumps({**meta, "vocab_size": 50, "chars": meta["chars"][:50]}))
+    with pytest.raises(SystemExit) as e:
+        main([f"--out_dir={run}", f"--data_dir={again}"])
+    assert str(e.value) == (f"error: the data set in {again} is not the one {run / 'ckpt.pt'} was trained "
+                            "on (its meta.json has changed: vocabulary 60 then, 50 now), so the model's ids "
+                            "would mean other tokens; put the run's own data back, or give its folder with "
+                            "--data_dir.")
+
+
+def test_save_where_nothing_can_be_written_stops_before_measuring(files, tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit) as e:
+        main([f"--out_dir={files / 'run'}", f"--data_dir={files / 'char'}", f"--save={blocker}/cond"])
+    assert str(e.value).startswith(f"error: cannot make the folder {blocker} for {blocker}/cond.json (")
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only folder (root may write anyway)
+    with pytest.raises(SystemExit) as e:
+        main([f"--out_dir={files / 'run'}", f"--data_dir={files / 'char'}", f"--save={tmp_path}/cond"])
+    assert str(e.value) == (f"error: cannot write {tmp_path}/cond.json: {tmp_path} is read-only; pick "
+                            "another place with --save=...")
+    assert "measuring" not in capsys.readouterr().out
+
+
+def test_no_checkpoint_at_the_default_out_dir_lists_the_runs_there_are(files, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_run(tmp_path / "out" / "tiny_base", tiny_gpt(vocab_size=64, block_size=32))
+    with pytest.raises(SystemExit) as e:
+        main([f"--data_dir={files / 'char'}"])
+    assert str(e.value) == ("error: no checkpoint at out/ckpt.pt; the runs under out/ are out/tiny_base: "
+                            "pick one with --out_dir=out/tiny_base.")
