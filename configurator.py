@@ -101,15 +101,28 @@ def configure(defaults, args, doc="", sources=()):
                 raise ConfigError(f"config file '{arg}' cannot be read; "
                                   "give a path such as config/tiny_base.py.") from None
             scope = dict(config)
+            # The repository's config files name the files they read from its root (config/small_base.py):
+            # one of them runs there, from whatever folder the command was started in.
+            here, cwd = os.path.abspath(arg), os.getcwd()
+            inside = os.path.commonpath([here, ROOT]) == ROOT
             try:
+                if inside:
+                    os.chdir(ROOT)
                 # one namespace, so functions and comprehensions work
                 exec(compile(source, arg, "exec"), scope)
             except Exception as e:  # a syntax error, an undefined name on a right-hand side, ...
                 lines = [n for frame, n in traceback.walk_tb(e.__traceback__)
                          if frame.f_code.co_filename == arg]
                 line = e.lineno if isinstance(e, SyntaxError) else lines[-1] if lines else "?"
+                if (isinstance(e, FileNotFoundError) and e.filename and not os.path.isabs(e.filename)
+                        and os.path.exists(os.path.join(ROOT, e.filename))):
+                    raise ConfigError(f"config file {arg} fails at line {line}: it reads {e.filename}, which "
+                                      f"is named from the repository's root; run the command from {ROOT}, or "
+                                      "give the full path in the file.") from None
                 raise ConfigError(f"config file {arg} fails at line {line} ({type(e).__name__}: {e}); "
                                   "fix it.") from None
+            finally:
+                os.chdir(cwd)
             for key, value in scope.items():
                 if key.startswith("_") or isinstance(value, types.ModuleType) or callable(value):
                     continue  # private names, `import math` and helper functions are the file's own business

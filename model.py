@@ -235,7 +235,7 @@ class GPT(nn.Module):
         try:
             from transformers import GPT2LMHeadModel
         except ImportError:
-            raise SystemExit("Loading Hugging Face GPT-2 needs transformers: pip install "
+            raise SystemExit("error: loading Hugging Face GPT-2 needs transformers: pip install "
                              "transformers") from None
         try:
             hf_model = GPT2LMHeadModel.from_pretrained(name)

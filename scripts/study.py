@@ -409,7 +409,7 @@ def main(argv):
     print(f"\n{text}\nwrote {out}/results.md, results.json, condensation.png")
     failed = sum(r["status"] == "failed" for r in results)
     if failed or eval_failed:
-        sys.exit(f"{failed} of {len(jobs)} runs failed"
+        sys.exit(f"error: {failed} of {len(jobs)} runs failed"
                  + (f", {eval_failed} could not be scored" if eval_failed else "")
                  + "; see the notes above and their log.txt.")
 

@@ -3,6 +3,8 @@ make.
 
     python -m pytest tests/test_configurator.py -q
 """
+import os
+
 import pytest
 
 from configurator import ConfigError, configure
@@ -144,3 +146,18 @@ def test_defaults_are_not_modified(tmp_path):
     before = dict(DEFAULTS)
     configure(DEFAULTS, [write(tmp_path, "c.py", "n_layer = 1\n"), "--n_head=1"])
     assert DEFAULTS == before
+
+
+def test_the_repositorys_config_files_read_each_other_from_any_working_directory(tmp_path, monkeypatch):
+    from configurator import ROOT
+    from settings import defaults
+    monkeypatch.chdir(tmp_path)
+    config = configure(defaults(), [os.path.join(ROOT, "config", "small_disp.py")])  # reads small_base.py
+    assert config["out_dir"] == "out/small_disp" and config["dataset"] == "shakespeare"
+    assert os.getcwd() == str(tmp_path)  # and the command's folder is its own again
+    mine = write(tmp_path, "mine.py", 'exec(open("config/small_base.py").read())\nn_layer = 2\n')
+    with pytest.raises(ConfigError) as e:  # a file of its own elsewhere: run from the root, it says
+        configure(defaults(), [mine])
+    assert str(e.value) == (f"config file {mine} fails at line 1: it reads config/small_base.py, which is "
+                            f"named from the repository's root; run the command from {ROOT}, or give the full "
+                            "path in the file.")

@@ -173,3 +173,18 @@ def test_history_drops_a_cut_short_last_line_with_a_note(data_dir, tmp_path, cap
     main([f"--history={out_dir}"])
     err = capsys.readouterr().err
     assert err.count("note: dropped the last line") == 1 and (out_dir / "history.png").stat().st_size > 0
+
+
+def test_an_out_dir_removed_during_the_run_ends_in_one_sentence(data_dir, tmp_path):
+    import shutil
+    out_dir = tmp_path / "out"
+    p = start(out_dir, data_dir)
+    wait_for_step(p, 2)
+    shutil.rmtree(out_dir)
+    returncode, stderr = finish(p)
+    assert returncode == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert re.fullmatch(rf"error: (cannot write to {re.escape(str(out_dir))}/metrics.jsonl \(No such file or "
+                        rf"directory\)|could not write the checkpoint to {re.escape(str(out_dir))}/ckpt.pt): "
+                        rf"{re.escape(str(out_dir))} was removed during the run, and its checkpoint with it; "
+                        r"start the run again \(nothing is left to continue from\).",
+                        stderr.strip().splitlines()[-1]), stderr[-1000:]
