@@ -159,5 +159,5 @@ def test_the_repositorys_config_files_read_each_other_from_any_working_directory
     with pytest.raises(ConfigError) as e:  # a file of its own elsewhere: run from the root, it says
         configure(defaults(), [mine])
     assert str(e.value) == (f"config file {mine} fails at line 1: it reads config/small_base.py, which is "
-                            f"named from the repository's root; run the command from {ROOT}, or give the full "
-                            "path in the file.")
+                            f"named from the repository's root; run the command from {ROOT}, or give the "
+                            "full path in the file.")
