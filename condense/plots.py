@@ -15,21 +15,25 @@ def pyplot():
 
 def plot_signatures(results, path):
     """One signature heatmap per model: x = layer fraction l / n_layer, y = cosine, colour = density, white
-    dots = mean_cos. Several models get the paper's figure 2 layout: a last panel of Spearman and Kendall."""
+    dots = mean_cos. Several models get the paper's figure 2 layout: a last panel of Spearman and Kendall.
+    Every heatmap has the same colour scale, so that brightness compares across panels, and each title names
+    its model and its depth. Returns the figure."""
     from matplotlib.colors import PowerNorm
     plt = pyplot()
     panels = len(results) + (len(results) > 1)
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    norm = PowerNorm(0.5, vmin=0, vmax=max(float(np.max(r.hist)) for r in results))  # one scale for all
     for ax, r in zip(axes[0], results):
         hist = np.array(r.hist)  # (L+1, bins)
         L = len(hist) - 1
         x_edges = (np.arange(L + 2) - 0.5) / L  # one column centred on each l / L
-        mesh = ax.pcolormesh(x_edges, np.linspace(-1, 1, hist.shape[1] + 1), hist.T, cmap="magma",
-                             norm=PowerNorm(0.5))
-        ax.plot(np.arange(L + 1) / L, r.mean_cos, "o-", color="white", ms=3, lw=1)
+        mesh = ax.pcolormesh(x_edges, np.linspace(-1, 1, hist.shape[1] + 1), hist.T, cmap="magma", norm=norm)
+        ax.plot(np.arange(L + 1) / L, r.mean_cos, "o-", color="white", ms=3, lw=1, label="mean cosine")
+        ax.legend(loc="lower right", fontsize=8, facecolor="gray", labelcolor="white", framealpha=0.6)
         ax.set(xlabel="layer fraction l / n_layer", ylabel="cosine similarity", ylim=(-1, 1),
-               title=f"{r.name} (spearman {r.spearman:+.2f})")
-        fig.colorbar(mesh, ax=ax, label="density (square-root colour scale)")
+               title=f"{r.name}, {L} layers (spearman {r.spearman:+.2f})")
+    fig.colorbar(mesh, ax=axes[0][len(results) - 1],
+                 label="density (square-root scale" + (", every panel)" if len(results) > 1 else ")"))
     if len(results) > 1:
         ax = axes[0][-1]
         ax.plot([r.spearman for r in results], "o-", label="Spearman")
@@ -41,6 +45,7 @@ def plot_signatures(results, path):
         ax.legend(loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    return fig
 
 
 def plot_history(out_dir, path):

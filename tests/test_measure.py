@@ -426,3 +426,20 @@ def test_no_checkpoint_at_the_default_out_dir_lists_the_runs_there_are(files, tm
         main([f"--data_dir={files / 'char'}"])
     assert str(e.value) == ("error: no checkpoint at out/ckpt.pt; the runs under out/ are out/tiny_base: "
                             "pick one with --out_dir=out/tiny_base.")
+
+
+def test_comparison_figure_shares_one_colour_scale_has_a_legend_and_names_each_model(tmp_path):
+    from types import SimpleNamespace
+
+    from condense.plots import plot_signatures
+    rng = np.random.default_rng(0)
+    results = [SimpleNamespace(name=name, hist=(rng.random((5, 16)) * top).tolist(), mean_cos=[0.1] * 5,
+                               spearman=0.5, kendall=0.4)
+               for name, top in (("init 4x128", 4.1), ("tiny_base", 2.2))]
+    fig = plot_signatures(results, tmp_path / "cmp.png")
+    heatmaps = fig.axes[:2]
+    scales = {(ax.collections[0].norm.vmin, ax.collections[0].norm.vmax) for ax in heatmaps}
+    assert scales == {(0, max(max(map(max, r.hist)) for r in results))}  # one, up to the largest density
+    assert [ax.get_title().split(",")[0] for ax in heatmaps] == ["init 4x128", "tiny_base"]
+    assert all([t.get_text() for t in ax.get_legend().get_texts()] == ["mean cosine"] for ax in heatmaps)
+    check_png(tmp_path / "cmp.png")
