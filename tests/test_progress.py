@@ -1,7 +1,7 @@
-"""Training tells you where you are: the log line's iteration / total, percent, elapsed time and ETA; on a CPU an
-estimate of the whole run after the first evaluation batch, before any step, with a word when the run is sized
-for a GPU; and at the end what was written where and what to run next. Checked by format and by arithmetic on
-a clock the test sets, never by how long anything took.
+"""Training tells you where you are: the log line's iteration / total, percent, elapsed time and ETA; on a CPU
+an estimate of the whole run after the first evaluation batches, before any step, with a word when the run is
+sized for a GPU; and at the end what was written where and what to run next. Checked by format and by
+arithmetic on a clock the test sets, never by how long anything took.
 
     python -m pytest tests/test_progress.py -q
 """
@@ -24,13 +24,14 @@ def test_the_log_tells_where_the_run_is_how_long_it_has_left_and_what_comes_next
     estimate = next(i for i, line in enumerate(lines) if line.startswith("iter 0: evaluating, about "))
     assert estimate < lines.index(next(line for line in lines if line.startswith("iter 0: train loss")))
     assert re.fullmatch(r"iter 0: evaluating, about \S+; then 12 steps: the whole run about \S+ on this CPU "
-                        r"\(estimated from the first evaluation's batches, \d+\.\d{3} s each, a training step "
-                        r"counted as 3 forward passes\)", lines[estimate])
+                        r"\(estimated from the first evaluation's batches, \d+\.\d{3} s each, a training "
+                        r"step counted as 3 forward passes\)", lines[estimate])
     steps = [STEP.fullmatch(line) for line in lines if re.match(r"iter \d+/", line)]
     assert all(steps) and [int(m.group(1)) for m in steps] == list(range(12))
     assert [float(m.group(2)) for m in steps] == [round(100 * (i + 1) / 12, 1) for i in range(12)]
-    assert re.fullmatch(rf"done: iterations 0 to 12 in \S+; best val loss \d\.\d{{4}}; {re.escape(str(out_dir))}/ "
-                        r"holds ckpt.pt \(iteration 12\), metrics.jsonl and config.json", lines[-3])
+    where = re.escape(str(out_dir))
+    assert re.fullmatch(rf"done: iterations 0 to 12 in \S+; best val loss \d\.\d{{4}}; {where}/ holds ckpt.pt "
+                        r"\(iteration 12\), metrics.jsonl and config.json", lines[-3])
     assert lines[-2].startswith(f"next: python measure.py --out_dir={out_dir} ")
     assert lines[-1].strip().startswith(f"python sample.py --out_dir={out_dir} ")
 
@@ -52,9 +53,9 @@ def test_a_gpu_sized_run_on_a_cpu_says_so_up_front_with_the_estimate_and_the_con
         p.batch_evaluated()  # said once, after the third
     printed = capsys.readouterr().out.splitlines()
     # 11 evaluations of 40 x 9.6 s, and 2,000 steps of 3 x 9.6 s: 4,224 + 57,600 s = 17h10m
-    assert printed == ["note: this run takes about 17h10m on this CPU (estimated from the first evaluation's "
-                       "batches, 9.600 s each, a training step counted as 3 forward passes); it is sized for a "
-                       "GPU: on a CPU, train config/tiny_disp.py instead (README, Quick start)"]
+    assert printed == ["note: this run takes about 17h10m on this CPU (estimated from the first "
+                       "evaluation's batches, 9.600 s each, a training step counted as 3 forward passes); it is "
+                       "sized for a GPU: on a CPU, train config/tiny_disp.py instead (README, Quick start)"]
 
 
 def test_the_cpu_config_itself_is_not_suggested_and_a_gpu_gets_no_estimate(clock, capsys):
