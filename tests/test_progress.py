@@ -30,8 +30,8 @@ def test_the_log_tells_where_the_run_is_how_long_it_has_left_and_what_comes_next
     assert all(steps) and [int(m.group(1)) for m in steps] == list(range(12))
     assert [float(m.group(2)) for m in steps] == [round(100 * (i + 1) / 12, 1) for i in range(12)]
     where = re.escape(str(out_dir))
-    assert re.fullmatch(rf"done: iterations 0 to 12 in \S+; best val loss \d\.\d{{4}}; {where}/ holds ckpt.pt "
-                        r"\(iteration 12\), metrics.jsonl and config.json", lines[-3])
+    assert re.fullmatch(rf"done: iterations 0 to 12 in \S+; best val loss \d\.\d{{4}}; {where}/ holds "
+                        r"ckpt.pt \(iteration 12\), metrics.jsonl and config.json", lines[-3])
     assert lines[-2].startswith(f"next: python measure.py --out_dir={out_dir} ")
     assert lines[-1].strip().startswith(f"python sample.py --out_dir={out_dir} ")
 
@@ -54,8 +54,8 @@ def test_a_gpu_sized_run_on_a_cpu_says_so_up_front_with_the_estimate_and_the_con
     printed = capsys.readouterr().out.splitlines()
     # 11 evaluations of 40 x 9.6 s, and 2,000 steps of 3 x 9.6 s: 4,224 + 57,600 s = 17h10m
     assert printed == ["note: this run takes about 17h10m on this CPU (estimated from the first "
-                       "evaluation's batches, 9.600 s each, a training step counted as 3 forward passes); it is "
-                       "sized for a GPU: on a CPU, train config/tiny_disp.py instead (README, Quick start)"]
+                       "evaluation's batches, 9.600 s each, a training step counted as 3 forward passes); it "
+                       "is sized for a GPU: on a CPU, train config/tiny_disp.py instead (README, Quick start)"]
 
 
 def test_the_cpu_config_itself_is_not_suggested_and_a_gpu_gets_no_estimate(clock, capsys):
