@@ -1,5 +1,5 @@
-"""A run stopped by Ctrl-C (SIGINT) or SIGTERM, at any moment, ends in one sentence on stderr: where it stopped,
-which checkpoint is intact, and the command that continues; the exit code is 128 + the signal, and no
+"""A run stopped by Ctrl-C (SIGINT) or SIGTERM, at any moment, ends in one sentence on stderr: where it
+stopped, which checkpoint is intact, and the command that continues; the exit code is 128 + the signal, and no
 temporary file is left. And what a crash leaves in metrics.jsonl, a last line cut short, does not block the
 resume.
 
@@ -48,7 +48,8 @@ def finish(p):
     return p.wait(timeout=120), p.stderr.read()
 
 
-@pytest.mark.parametrize("how, code, name", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+@pytest.mark.parametrize("how, code, name", [(signal.SIGINT, 130, "Ctrl-C"),
+                                             (signal.SIGTERM, 143, "SIGTERM")])
 def test_a_signal_mid_run_names_the_intact_checkpoint_and_the_command(data_dir, tmp_path, how, code, name):
     out_dir = tmp_path / "out"
     p = start(out_dir, data_dir)
@@ -58,8 +59,9 @@ def test_a_signal_mid_run_names_the_intact_checkpoint_and_the_command(data_dir, 
     saved = checkpoint_iteration(str(out_dir / "ckpt.pt"))
     assert returncode == code and "Traceback" not in stderr, stderr[-3000:]
     last = stderr.strip().splitlines()[-1]
-    assert re.fullmatch(rf"stopped at iteration \d+ by {name}; {re.escape(str(out_dir))}/ckpt.pt \(iteration "
-                        rf"{saved}\) is intact; continue with: python train.py .* --init_from=resume", last), last
+    where = re.escape(str(out_dir))
+    assert re.fullmatch(rf"stopped at iteration \d+ by {name}; {where}/ckpt.pt \(iteration {saved}\) is "
+                        r"intact; continue with: python train.py .* --init_from=resume", last), last
     assert saved >= 6 and saved % 6 == 0 and not (out_dir / "ckpt.pt.tmp").exists()
     # the command it gives continues the run (here only to a near end)
     command = last.split("continue with: ")[1].split() + ["--max_iters=" + str(saved + 2)]
@@ -69,8 +71,8 @@ def test_a_signal_mid_run_names_the_intact_checkpoint_and_the_command(data_dir, 
     assert checkpoint_iteration(str(out_dir / "ckpt.pt")) == saved + 2
 
 
-# train.py with torch.save's file made slow from the second checkpoint on: once part of the checkpoint is written
-# the writer marks it (out_dir/writing) and waits, so the test's signal arrives in the middle of the write.
+# train.py with torch.save's file made slow from the second checkpoint on: once part of the checkpoint is
+# written the writer marks it (out_dir/writing) and waits, so the test's signal arrives in the middle of it.
 SLOW_SAVE = """
 import os, runpy, sys, time, torch
 real_save, saves = torch.save, []
@@ -116,8 +118,8 @@ def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_continue(da
     p.send_signal(signal.SIGINT)
     returncode, stderr = finish(p)
     assert returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
-    assert re.fullmatch(r"stopped at iteration \d+ by Ctrl-C, before the first checkpoint; nothing to continue "
-                        r"from: start again with python train.py .*--eval_interval=1000",
+    assert re.fullmatch(r"stopped at iteration \d+ by Ctrl-C, before the first checkpoint; nothing to "
+                        r"continue from: start again with python train.py .*--eval_interval=1000",
                         stderr.strip().splitlines()[-1])
 
 

@@ -55,7 +55,8 @@ def test_a_gpu_sized_run_on_a_cpu_says_so_up_front_with_the_estimate_and_the_con
     # 11 evaluations of 40 x 9.6 s, and 2,000 steps of 3 x 9.6 s: 4,224 + 57,600 s = 17h10m
     assert printed == ["note: this run takes about 17h10m on this CPU (estimated from the first "
                        "evaluation's batches, 9.600 s each, a training step counted as 3 forward passes); it "
-                       "is sized for a GPU: on a CPU, train config/tiny_disp.py instead (README, Quick start)"]
+                       "is sized for a GPU: on a CPU, train config/tiny_disp.py instead (README, Quick "
+                       "start)"]
 
 
 def test_the_cpu_config_itself_is_not_suggested_and_a_gpu_gets_no_estimate(clock, capsys):
