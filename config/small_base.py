@@ -1,6 +1,8 @@
 # A GPT-2-BPE model on Shakespeare's complete works, sized for one GPU: the baseline of the paper's
 # condensation study at small scale (6 layers, 384 wide, 30M parameters of which 19M are the tied embedding).
-# Cost: a few minutes on one modern GPU; it still runs on a CPU, slowly (tens of seconds per step on 2 cores).
+# Cost: on a GPU, not measured yet (python -m scripts.gpu_suite measures it). It still runs on a CPU, slowly:
+# on 2 cores of an Intel Xeon (torch 2.13.0) the first step of small_disp took 19 s, and train.py estimated
+# about 14 hours for the run (README, Quick start).
 # config/small_disp.py is the same run with the dispersion loss.
 out_dir = "out/small_base"
 dataset = "shakespeare"
