@@ -1,5 +1,6 @@
 """Tests for sample.py, run as a user runs it, on an untrained checkpoint of a tiny character-level model."""
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict
@@ -74,3 +75,14 @@ def test_bad_input_is_one_sentence(run_dir, args, message):
 def test_missing_checkpoint_is_one_sentence(tmp_path):
     p = sample(f"--out_dir={tmp_path}")
     assert p.returncode != 0 and "no checkpoint at" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_without_out_dir_it_lists_the_runs_under_out_and_says_how_to_pick_one(run_dir, tmp_path):
+    """The default out_dir, out, holds no checkpoint of its own: the runs below it are named instead."""
+    (tmp_path / "out").mkdir()
+    shutil.copytree(run_dir / "run", tmp_path / "out" / "tiny_base")
+    p = subprocess.run([sys.executable, str(REPO / "sample.py")], cwd=tmp_path, capture_output=True,
+                       text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert p.returncode == 1 and p.stderr.strip() == ("error: no checkpoint at out/ckpt.pt; the runs under "
+                                                      "out/ are out/tiny_base: pick one with "
+                                                      "--out_dir=out/tiny_base.")
