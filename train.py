@@ -244,7 +244,7 @@ def evaluate():
         for o in offsets:
             with autocast:
                 losses.append(raw_model(*load_batch(split, o))[1])
-            progress.batch_evaluated()  # after the run's first batch, on a CPU: the whole run's estimate
+            progress.batch_evaluated()  # after the first few batches, on a CPU: the whole run's estimate
         out[f"{split}_loss"] = torch.stack(losses).mean().item()
     raw_model.train()
     return out
