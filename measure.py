@@ -172,8 +172,9 @@ def init_model(s):
         theirs = ", ".join(f"{n}: {shape_name(c)} on {d}" for n, c, d, _ in runs)
         default = f"{shape_name(config_from_settings(vars(s), 1))} on {s.dataset}"
         raise ValueError(f"the checkpoints compared differ in shape or data ({theirs}), so init would be "
-                         f"built in the default shape, {default}: give its shape in a config file (measure.py "
-                         "config/tiny_base.py --compare=...) or compare init with one shape at a time.")
+                         f"built in the default shape, {default}: give its shape in a config file "
+                         "(measure.py config/tiny_base.py --compare=...) or compare init with one shape at a "
+                         "time.")
     return config_from_settings(vars(s), data_meta(s, s.dataset)[1]["vocab_size"]), s.dataset, ""
 
 

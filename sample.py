@@ -65,8 +65,8 @@ if init_from == "resume":
     vocab_size = meta["vocab_size"]  # the model's embedding is padded past it
     why = data_changed(ckpt, meta)  # the data folder prepared again from other text since
     if why:
-        sys.exit(f"error: the data set in {data_dir} has changed since {out_dir}/ckpt.pt was trained ({why}), "
-                 "so the model's ids would decode to other text; put the run's own data back.")
+        sys.exit(f"error: the data set in {data_dir} has changed since {out_dir}/ckpt.pt was trained "
+                 f"({why}), so the model's ids would decode to other text; put the run's own data back.")
 else:  # a GPT-2 name
     model = GPT.from_pretrained(init_from)
     vocab_size = model.config.vocab_size

@@ -97,9 +97,9 @@ def find_tokenizer(ckpt, choice):
                          "export the weights alone.") from None
     why = data_changed(ckpt, meta)  # prepared again from other text since: its tokenizer is not the run's
     if why:
-        raise ValueError(f"the data set in {data_dir} is not the one the run was trained on ({why}), so its "
-                         "tokenizer is not the model's; put the run's own data back, or pass --tokenizer=gpt2 "
-                         "or --tokenizer=none.")
+        raise ValueError(f"the data set in {data_dir} is not the one the run was trained on ({why}), so "
+                         "its tokenizer is not the model's; put the run's own data back, or pass "
+                         "--tokenizer=gpt2 or --tokenizer=none.")
     return meta["tokenizer"], meta
 
 

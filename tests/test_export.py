@@ -192,5 +192,5 @@ def test_a_data_set_prepared_again_or_a_folder_that_cannot_be_written_is_one_sen
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     said = export_error(f"--out_dir={out}", f"--to={blocker}/hf")
-    assert said.startswith("error: cannot write ") and said.endswith("a folder you can write to with --to=...")
+    assert said.startswith("error: cannot write ") and said.endswith("you can write to with --to=...")
     assert "Errno" not in said
