@@ -84,7 +84,7 @@ def test_rehearsal_runs_every_step_and_writes_the_summary(rehearsal):
         steps = [r for r in read_jsonl(runs / f"{run}-s1337" / "metrics.jsonl") if "loss" in r]
         assert all((r["dispersion"] != 0) == (weight > 0) for r in steps)  # the loss ran where it was on
     compare = json.loads((results / "full" / "compare.json").read_text())
-    assert [r["name"] for r in compare] == ["init", "small_base-s1337", "small_disp-s1337"]
+    assert [r["name"] for r in compare] == ["init 2x32", "small_base-s1337", "small_disp-s1337"]
     assert (results / "full" / "compare.png").stat().st_size > 0
     # d. seed 1 joined seed 1337 in the study's table
     table = json.loads((runs / "results.json").read_text())["runs"]
