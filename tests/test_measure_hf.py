@@ -189,7 +189,7 @@ def test_compare_across_tokenizers_and_with_our_checkpoint(hf, capsys):
           f"--out_dir={hf}", "--num_sequences=2", "--n_layer=1", "--n_head=2", "--n_embd=16",
           "--block_size=20", "--seq_len=20"])
     results = json.loads((hf / "compare.json").read_text())
-    assert [r["name"] for r in results] == ["init", "gpt2", "llama"]
+    assert [r["name"] for r in results] == ["init 1x16", "gpt2", "llama"]
     assert [len(r["mean_cos"]) for r in results] == [2, 3, 4]
     assert [r["num_tokens"] for r in results] == [2 * 20] * 3
     assert (hf / "compare.png").stat().st_size > 10_000
