@@ -28,11 +28,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from condensation import measure, window_length
 from condense.checkpoint import checkpoint_iteration, config_from_settings, load_checkpoint
 from condense.distill import distill_terms, load_teacher
-from condense.device import peak_flops, pick_device
+from condense.device import gpu_peak, pick_device
 from condense.progress import Progress
 from condense.train_utils import (append_metrics, check_resume, check_token_files, claim_out_dir,
                                   exit_before_interpreter_shutdown, peak_memory_mb, restore_rng, rng_states,
-                                  start_metrics, stop_if_nonfinite, stop_on_signals, write_checkpoint)
+                                  start_metrics, start_wandb, stop_if_nonfinite, stop_on_signals,
+                                  write_checkpoint)
 from configurator import configure
 from data.common import data_fingerprint, find_data, read_meta
 from dispersion import FAST_PATHS, dispersion_loss, select_layers, uses_speed_path
@@ -302,32 +303,22 @@ if master:  # out_dir exists: claim_out_dir made it
         if dispersion_variant in FAST_PATHS and not speed_path:
             print(f"dispersion: {dispersion_variant} in dispersion.py differs from its speed path "
                   "(condense/dispersion_fused.py), so it trains as written in dispersion.py, more slowly")
-if master and wandb_log:  # optional: every record of metrics.jsonl goes to Weights & Biases as well
-    try:
-        import wandb
-    except ImportError:
-        sys.exit("error: wandb_log=True needs the wandb package: pip install wandb (or leave wandb_log off).")
-    wandb.init(project=wandb_project, name=wandb_run_name or os.path.basename(os.path.abspath(out_dir)),
-               config=config)
+wandb = start_wandb(config) if master and wandb_log else None  # optional: records go to Weights & Biases too
 
 
 def log_record(record):
     """One record of the run: a line of metrics.jsonl, and with wandb_log a point in Weights & Biases."""
     append_metrics(metrics_path, record)
-    if wandb_log:
+    if wandb:
         wandb.log(record, step=record["iter"])
 
 
-peak = peak_flops(torch.cuda.get_device_name()) if device_type == "cuda" else None
-if master and device_type == "cuda" and peak is None:
-    print(f"MFU: {torch.cuda.get_device_name()} is not in PEAK_FLOPS (condense/device.py), so no MFU is "
-          "reported")
+peak = gpu_peak(device_type, say=master)  # the GPU's peak FLOP/s for the MFU; None on a CPU
 
 # ---------------------------------- the training loop ----------------------------------
 nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # checked without a device sync in the step
 start_iter, last_log_iter, t0 = iter_num, iter_num, time.perf_counter()
-progress = Progress(iter_num, max_iters, eval_interval, 2 * eval_iters, local_accum, device_type,
-                    dispersion_weight > 0, sys.argv[1:])  # the clock of the log line's ETA
+progress = Progress(config, iter_num, local_accum, device_type, sys.argv[1:])  # the log line's clock and ETA
 while True:
     batch_state = batch_gen.get_state()  # before this step's draw: a resume from here redraws the same batch
     evaluation_due = iter_num % eval_interval == 0 or iter_num == max_iters
@@ -343,8 +334,7 @@ while True:
         if master:
             print(f"iter {iter_num}: train loss {metrics['train_loss']:.4f}, "
                   f"val loss {metrics['val_loss']:.4f}"
-                  + (f", condensation spearman {metrics['spearman']:+.2f}" if "spearman" in metrics else ""),
-                  flush=True)
+                  + (f", condensation spearman {metrics['spearman']:+.2f}" if "spearman" in metrics else ""))
             log_record({"iter": iter_num, **metrics})
         if metrics["val_loss"] < best_val_loss or always_save_checkpoint:
             best_val_loss = min(best_val_loss, metrics["val_loss"])

@@ -55,6 +55,18 @@ PEAK_FLOPS = {
 }
 
 
+def gpu_peak(device_type, say=True):
+    """Peak FLOP/s of this process's GPU, or None: on a CPU or an Apple GPU, and on a GPU that PEAK_FLOPS
+    lacks (then, with say, one line tells that no MFU is reported)."""
+    if device_type != "cuda":
+        return None
+    peak = peak_flops(torch.cuda.get_device_name())
+    if peak is None and say:
+        print(f"MFU: {torch.cuda.get_device_name()} is not in PEAK_FLOPS (condense/device.py), so no MFU is "
+              "reported")
+    return peak
+
+
 def peak_flops(device_name):
     """Peak FLOP/s for a device name such as 'NVIDIA H100 80GB HBM3', or None when not in the table."""
     for key in sorted(PEAK_FLOPS, key=len, reverse=True):  # longest first, so 'H100 PCIe' beats 'H100'

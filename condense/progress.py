@@ -26,15 +26,19 @@ def duration(seconds):
 
 
 class Progress:
-    """Keeps the run's clock. start_iter: the first iteration this process trains (a resume's checkpoint);
-    dispersion and args (the command's arguments) choose the CPU config suggested to a run sized for a GPU."""
+    """Keeps the run's clock, for train.py's settings (config: max_iters, eval_interval, eval_iters and
+    dispersion_weight are read). start_iter: the first iteration this process trains (a resume's checkpoint);
+    micro_batches: this process's per step; args (the command's arguments) keep the CPU config suggested to a
+    run sized for a GPU from being the one it runs. It also makes stdout line-buffered, so that each line
+    reaches a log file or a pipe (tee) as it is printed, not minutes later."""
 
-    def __init__(self, start_iter, max_iters, eval_interval, eval_batches, micro_batches, device_type,
-                 dispersion, args):
-        self.start_iter, self.max_iters, self.eval_interval = start_iter, max_iters, eval_interval
-        self.eval_batches, self.micro_batches = eval_batches, micro_batches
-        self.on_cpu = device_type == "cpu"
-        twin = "config/tiny_disp.py" if dispersion else "config/tiny_base.py"  # minutes on a laptop's CPU
+    def __init__(self, config, start_iter, micro_batches, device_type, args):
+        self.start_iter, self.max_iters = start_iter, config["max_iters"]
+        self.eval_interval, self.eval_batches = config["eval_interval"], 2 * config["eval_iters"]  # 2 splits
+        self.micro_batches, self.on_cpu = micro_batches, device_type == "cpu"
+        if hasattr(sys.stdout, "reconfigure"):  # a real stream, not a stand-in
+            sys.stdout.reconfigure(line_buffering=True)
+        twin = "config/tiny_disp.py" if config["dispersion_weight"] else "config/tiny_base.py"  # CPU-sized
         self.cpu_config = None if any(a.endswith(twin) for a in args) else twin
         self.t_start = self.t_eval = time.perf_counter()
         self.eval_iter = None  # the iteration being evaluated
@@ -79,7 +83,7 @@ class Progress:
                "as 3 forward passes")
         if not self.note_if_slow(total, how):
             print(f"iter {self.start_iter}: evaluating, about {duration(evaluation)}; then {steps:,} steps: "
-                  f"the whole run about {duration(total)} on this CPU ({how})", flush=True)
+                  f"the whole run about {duration(total)} on this CPU ({how})")
 
     def note_if_slow(self, total, how):
         """Say once, on a CPU, that a run estimated to take longer than SLOW_ON_A_CPU is sized for a GPU."""
@@ -89,7 +93,7 @@ class Progress:
         instead = (f"train {self.cpu_config} instead (README, Quick start)" if self.cpu_config else
                    "lower max_iters, or the model's size")
         print(f"note: this run takes about {duration(total)} on this CPU ({how}); it is sized for a GPU: on "
-              f"a CPU, {instead}", flush=True)
+              f"a CPU, {instead}")
         return True
 
     def line(self, it, ms):
@@ -108,6 +112,6 @@ class Progress:
         saved = (f"ckpt.pt (iteration {ckpt_iter}), " if ckpt_iter is not None else "no checkpoint, ")
         print(f"done: iterations {self.start_iter} to {self.max_iters} in "
               f"{duration(time.perf_counter() - self.t_start)}; best val loss {best_val_loss:.4f}; "
-              f"{out_dir}/ holds {saved}metrics.jsonl and config.json", flush=True)
+              f"{out_dir}/ holds {saved}metrics.jsonl and config.json")
         print(f"next: python measure.py --out_dir={out_dir}   # its condensation, layer by layer "
-              f"(condensation.png)\n      python sample.py --out_dir={out_dir}    # text from it", flush=True)
+              f"(condensation.png)\n      python sample.py --out_dir={out_dir}    # text from it")

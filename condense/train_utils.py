@@ -235,6 +235,19 @@ def gone_or_locked(path):
             "--init_from=resume (the last checkpoint there is intact).")
 
 
+def start_wandb(config):
+    """Weights & Biases for wandb_log=True: a run of wandb_project, named wandb_run_name or after the
+    out_dir's folder, holding the settings; returns the wandb module. Stops with one sentence if it is not
+    installed."""
+    try:
+        import wandb
+    except ImportError:
+        sys.exit("error: wandb_log=True needs the wandb package: pip install wandb (or leave wandb_log off).")
+    name = config["wandb_run_name"] or os.path.basename(os.path.abspath(config["out_dir"]))
+    wandb.init(project=config["wandb_project"], name=name, config=config)
+    return wandb
+
+
 def peak_memory_mb(device_type, device):
     """Peak memory so far in MiB: on CUDA the tensors' peak (torch.cuda.max_memory_allocated); elsewhere the
     peak resident size of the whole process (ru_maxrss: KiB on Linux, bytes on macOS), which includes Python

@@ -13,6 +13,13 @@ from condense import progress as progress_module
 from condense.progress import Progress, duration
 from tests.test_train import train
 
+
+def progress(start_iter, max_iters, eval_interval, eval_iters, device_type, dispersion, args):
+    """A Progress for these settings, one micro-batch per step."""
+    config = dict(max_iters=max_iters, eval_interval=eval_interval, eval_iters=eval_iters,
+                  dispersion_weight=0.1 * dispersion)
+    return Progress(config, start_iter, 1, device_type, args)
+
 STEP = re.compile(r"iter (\d+)/12 \((\d+\.\d)%\): loss \d+\.\d{4} \(ce \d+\.\d{4}, disp -?\d+\.\d{4}\), "
                   r"lr \d\.\d\de-\d\d, \d+ ms/iter, [\d,]+ tok/s, elapsed (<1s|\d+s|\d+m\d\ds), "
                   r"eta (<1s|\d+s|\d+m\d\ds)")
@@ -46,7 +53,7 @@ def clock(monkeypatch):
 
 def test_a_gpu_sized_run_on_a_cpu_says_so_up_front_with_the_estimate_and_the_config_that_fits(clock, capsys):
     # small_disp's shape: 2,000 steps, evaluations every 200 of 2 x 20 batches, one micro-batch per step
-    p = Progress(0, 2000, 200, 40, 1, "cpu", True, ["config/small_disp.py"])
+    p = progress(0, 2000, 200, 20, "cpu", True, ["config/small_disp.py"])
     p.start_evaluation(0)
     for seconds in (30.0, 9.8, 9.6, 9.6):  # the first batch warms up; the quickest of the next two counts
         clock[0] += seconds
@@ -60,13 +67,13 @@ def test_a_gpu_sized_run_on_a_cpu_says_so_up_front_with_the_estimate_and_the_con
 
 
 def test_the_cpu_config_itself_is_not_suggested_and_a_gpu_gets_no_estimate(clock, capsys):
-    p = Progress(0, 2000, 200, 40, 1, "cpu", False, ["config/tiny_base.py", "--n_layer=24"])
+    p = progress(0, 2000, 200, 20, "cpu", False, ["config/tiny_base.py", "--n_layer=24"])
     p.start_evaluation(0)
     for _ in range(3):
         clock[0] += 9.6
         p.batch_evaluated()
     assert "lower max_iters, or the model's size" in capsys.readouterr().out
-    gpu = Progress(0, 2000, 200, 40, 1, "cuda", True, [])
+    gpu = progress(0, 2000, 200, 20, "cuda", True, [])
     gpu.start_evaluation(0)
     for _ in range(3):
         clock[0] += 9.6  # a GPU works asynchronously: this would not be the batch's time
@@ -76,7 +83,7 @@ def test_the_cpu_config_itself_is_not_suggested_and_a_gpu_gets_no_estimate(clock
 
 
 def test_a_resume_on_a_cpu_is_estimated_from_its_first_step(clock, capsys):
-    p = Progress(1000, 2000, 200, 40, 1, "cpu", True, [])
+    p = progress(1000, 2000, 200, 20, "cpu", True, [])
     p.evaluated(384.0)  # not this run's: set so that the ETA's evaluation share shows
     head, tail = p.line(1000, 30000.0)
     assert head == "iter 1000/2000 (50.0%)"
@@ -84,7 +91,7 @@ def test_a_resume_on_a_cpu_is_estimated_from_its_first_step(clock, capsys):
     assert tail == ", elapsed <1s, eta 8h51m"
     assert capsys.readouterr().out.startswith("note: this run takes about 8h51m on this CPU (estimated from "
                                               "the pace of iteration 1000, 30000 ms)")
-    assert Progress(1000, 1100, 200, 40, 1, "cpu", True, []).line(1000, 30000.0)  # 50 min: not for a GPU
+    assert progress(1000, 1100, 200, 20, "cpu", True, []).line(1000, 30000.0)  # 50 min: not for a GPU
     assert capsys.readouterr().out == ""
     p.line(1001, 30000.0)
     assert capsys.readouterr().out == ""  # once
@@ -95,7 +102,7 @@ def test_a_resume_on_a_cpu_is_estimated_from_its_first_step(clock, capsys):
 def test_evaluations_after(it, max_iters, every, left):
     """train.py evaluates at every multiple of eval_interval and at max_iters."""
     expected = len({i for i in range(it + 1, max_iters + 1) if i % every == 0 or i == max_iters})
-    assert Progress(0, max_iters, every, 2, 1, "cpu", False, []).evaluations_after(it) == left == expected
+    assert progress(0, max_iters, every, 1, "cpu", False, []).evaluations_after(it) == left == expected
 
 
 @pytest.mark.parametrize("seconds, text", [(0.3, "<1s"), (42, "42s"), (187, "3m07s"), (7500, "2h05m")])
