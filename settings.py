@@ -64,9 +64,7 @@ dispersion_path = ""  # "stacked" (layers as one batch) or "per_layer"; empty: p
 embed_noise_alpha = 0.0  # NEFTune: uniform noise alpha / sqrt(T * C) on token embeddings, training only
 forget_every = 0  # active forgetting: re-initialise the token embedding every this many steps; 0 = off
 # knowledge distillation from a frozen teacher (condense/distill.py; docs/condensation.md, section 7)
-# the teacher: a train.py out_dir (its ckpt.pt) or a Hugging Face causal LM (name, NAME@REVISION or
-# folder) with the student's tokenizer; empty: no teacher
-distill_from = ""
+distill_from = ""  # the teacher: an out_dir or a Hugging Face causal LM (NAME[@REVISION], folder); "": none
 distill_weight = 0.5  # alpha: loss = (1 - alpha) * cross-entropy + alpha * T^2 * KL(teacher || student)
 distill_temperature = 2.0  # T: both distributions in the KL are softmax(logits / T)
 distill_hidden_weight = 0.0  # + this * mean (student cos - teacher cos)^2 between tokens at the last layer

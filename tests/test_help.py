@@ -68,6 +68,10 @@ def test_train_help_shows_every_setting_with_default_meaning_range_and_group(tmp
     at = lines.index("  # AdamW optimizer and learning-rate schedule")
     assert lines[at + 1].split() == "learning_rate=0.001 peak learning rate [a number above 0]".split()
     assert any("dropout=0.0" in line and "[a probability in [0, 1)]" in line for line in lines)
+    groups = [line[4:] for line in lines if line.startswith("  # ")]
+    assert groups[:4] == ["I/O", "data", "model", "AdamW optimizer and learning-rate schedule"]
+    assert any(g.startswith("knowledge distillation") for g in groups) and "  # system" in lines
+    assert lines[lines.index("  # data") + 3].split()[:2] == ["data_dir=''", "the"]  # its meaning, above it
 
 
 @pytest.mark.parametrize("command, own", [("measure.py", "measure.py's own settings"),
