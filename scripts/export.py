@@ -209,8 +209,8 @@ def main(argv):
     try:
         info = export(ckpt_path, to_dir, s["tokenizer"])
     except OSError as e:  # a folder that cannot be written: the errno in words, and what to do
-        sys.exit(f"error: cannot write {e.filename or to_dir} ({e.strerror or e}); pick a folder you can "
-                 "write to with --to=...")
+        sys.exit(f"error: cannot write {to_dir} ({e.strerror or e}); pick a folder you can write to with "
+                 "--to=...")
     except (ValueError, RuntimeError) as e:
         sys.exit(f"error: {e}")
     print(f"wrote {to_dir}: iteration {info['iter_num']}, vocabulary {info['vocab_size']} "
