@@ -44,7 +44,7 @@ class Progress:
         self.eval_iter = None  # the iteration being evaluated
         self.eval_seconds = 0.0  # the last evaluation's wall time, for the ETA
         self.estimated = False
-        self.batch_times = []  # the first evaluation's first batches, in seconds
+        self.batch_times = []  # the first evaluation's first two batches, in seconds
 
     def evaluations_after(self, it):
         """How many evaluations come after iteration it: every eval_interval, and one at max_iters."""
@@ -61,26 +61,26 @@ class Progress:
         return seconds
 
     def batch_evaluated(self):
-        """Called after each evaluation batch. After the run's first three (or all, if fewer), on a CPU (where
-        they are timed truly: a GPU works asynchronously), print the estimate of the whole run: evaluations at
-        the pace of the quickest batch but the first (which pays for warming up), and each training step as
-        3 forward passes per micro-batch (forward and backward, as the model's FLOPs count them). The first
-        logged step then gives the measured ETA; on a CPU shared with other work, both vary a lot."""
+        """Called after each evaluation batch. After the run's second one (the first pays for warming up), on
+        a CPU (where it is timed truly: a GPU works asynchronously), print the estimate of the whole run:
+        evaluations at that batch's pace, and each training step as 3 forward passes per micro-batch (forward
+        and backward, as the model's FLOPs count them). The first logged step then gives the measured ETA; on
+        a CPU shared with other work, both vary a lot."""
         if self.estimated or not self.on_cpu or self.eval_iter != self.start_iter:
             return
         now = time.perf_counter()
         self.batch_times.append(now - self.t_eval)
         self.t_eval = now
-        if len(self.batch_times) < min(3, self.eval_batches):
+        if len(self.batch_times) < min(2, self.eval_batches):
             return
         self.estimated = True
-        batch = min(self.batch_times[1:] or self.batch_times)
+        batch = self.batch_times[-1]
         evaluation = batch * self.eval_batches
         steps = self.max_iters - self.start_iter
         step = 3 * batch * self.micro_batches
         total = evaluation * (1 + self.evaluations_after(self.start_iter)) + step * steps
-        how = (f"estimated from the first evaluation's batches, {batch:.3f} s each, a training step counted "
-               "as 3 forward passes")
+        how = (f"estimated from the second evaluation batch, {batch:.3f} s, a training step counted as 3 "
+               "forward passes")
         if not self.note_if_slow(total, how):
             print(f"iter {self.start_iter}: evaluating, about {duration(evaluation)}; then {steps:,} steps: "
                   f"the whole run about {duration(total)} on this CPU ({how})")
