@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
+from condense import cosines
 from model import GPT
 
 # -----------------------------------------------------------------------------
@@ -35,8 +35,8 @@ class Result:
     mean_cos: list  # per hidden-state entry 0..n_layer: mean off-diagonal cosine, averaged over sequences
     # per entry: density of the off-diagonal cosines on equal bins over [-1, 1], pooled over sequences
     hist: list
-    erank: list  # per entry: effective rank of the unit token vectors, averaged over sequences
-    top_share: list  # per entry: sigma_1^2 / sum sigma^2 of the same matrix, averaged over sequences
+    erank: list | None  # per entry: effective rank of the unit token vectors, averaged over sequences
+    top_share: list | None  # per entry: sigma_1^2 / sum sigma^2 of the same matrix, averaged over sequences
     spearman: float  # rank correlation of mean_cos with the entry index; +1: cosines rise with depth
     kendall: float  # Kendall's tau-b of the same
     last_n_mean: list  # [k - 1]: mean of mean_cos over the last k entries, k = 1..n_layer+1
@@ -79,57 +79,39 @@ def kendall(x, y):
     return s / math.sqrt(nx * ny) if nx > 0 and ny > 0 else 0.0
 
 
-def layer_sums(h, lengths, bins):
+def layer_sums(h, lengths, bins, erank=False, top_share=False):
     """Sums over the sequences of a batch, for one hidden-state entry h (B, T, C) whose sequence b holds
     lengths[b] tokens (right padding beyond is ignored). Returns the sums of the per-sequence mean cosine,
-    effective rank and top share, and the histogram counts of the ordered pairs i != j.
+    effective rank and top share (0 for one not asked for), and the histogram counts of the ordered pairs
+    i != j (raw: cosines.histogram turns a sum of them into the bins).
 
-    u_i = h_i / max(||h_i||, 1e-8); cos_ij = u_i . u_j; mean_cos = sum_{i != j} cos_ij / (n (n - 1)).
+    u_i = h_i / max(||h_i||, 1e-8); cos_ij = u_i . u_j; mean_cos = sum_{i != j} cos_ij / (n (n - 1)), where
+    sum_{i != j} cos_ij = ||sum_i u_i||^2 - sum_i ||u_i||^2: the mean needs no matrix.
     Effective rank (Roy & Vetterli 2007) = exp(-sum_k p_k log p_k), p_k = sigma_k / sum sigma, and
     top share = sigma_1^2 / sum sigma^2, with sigma the singular values of the (n, C) matrix of unit tokens,
     not centred: a cone of tokens has one dominant direction, and no single huge token (GPT-2's first
-    position) can dominate. sigma^2 are the eigenvalues of the cosine matrix itself (or of u^T u if C < T).
-    """
+    position) can dominate. sigma^2 are the eigenvalues of the cosine matrix, and sum sigma^2 its trace,
+    sum_i ||u_i||^2 (n, less any zero tokens). Both are opt-in, for their cost (measure()): the effective rank
+    needs every sigma^2 (cosines.effective_rank), the top share only sigma_1^2 (cosines.top_eigenvalue)."""
     B, T, C = h.shape
+    h = h.float()
     padded = bool((lengths < T).any())  # full windows, the usual case, skip every mask
     valid = torch.arange(T, device=h.device) < lengths[:, None].to(h.device)  # (B, T)
-    u = F.normalize(h.float(), dim=-1, eps=1e-8)  # (B, T, C)
+    u = h / torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp_min(1e-8)  # (B, T, C) as F.normalize
     if padded:
         u = u * valid[..., None]  # padding -> 0
-    cos = u @ u.transpose(1, 2)  # (B, T, T)
-    n = valid.sum(1).float()  # (B,)
-    diag = cos.diagonal(dim1=1, dim2=2).sum(1)  # (B,) about n; a zero token contributes 0
-    mean_cos = (cos.sum((1, 2)) - diag) / (n * (n - 1))  # (B,)
-    gram = cos if T <= C else u.transpose(1, 2) @ u  # (B, T, T) or (B, C, C): the same nonzero eigenvalues
-    eig = eigenvalues(gram)  # (B, min(T, C)) sigma^2, ascending
-    # rounding noise below it (matrix_rank's rule)
-    tol = eig[:, -1:] * eig.shape[1] * torch.finfo(eig.dtype).eps
-    eig = torch.where(eig > tol, eig, 0)
-    sigma = eig.sqrt()
-    p = sigma / sigma.sum(1, keepdim=True).clamp_min(1e-12)
-    erank = torch.exp(-torch.xlogy(p, p).sum(1))  # (B,)
-    top = eig[:, -1] / eig.sum(1).clamp_min(1e-12)  # (B,)
-    # The histogram, in place on cos (no longer needed): histc leaves out values beyond [-1, 1], so the
-    # diagonal and the pairs with a padding token are set to 2 instead of being masked out by a copy.
-    cos.clamp_(-1, 1).diagonal(dim1=1, dim2=2).fill_(2)
-    if padded:
-        cos.masked_fill_(~(valid[:, :, None] & valid[:, None, :]), 2)
-    counts = torch.histc(cos, bins=bins, min=-1, max=1).long()  # (bins,) exact integers when summed
-    return torch.stack([mean_cos.sum(), erank.sum(), top.sum()]), counts
-
-
-def eigenvalues(gram):
-    """Eigenvalues (ascending) of a batch of symmetric matrices; on the CPU with one thread. Small
-    eigenproblems gain little from threads, and with the cores shared, MKL's threaded solver took 0.5 - 4 s
-    for 8 matrices of 512 x 512 where one thread takes 0.08 s (2-core machine)."""
-    threads = torch.get_num_threads()
-    if gram.device.type != "cpu" or threads == 1:
-        return torch.linalg.eigvalsh(gram)
-    torch.set_num_threads(1)
-    try:
-        return torch.linalg.eigvalsh(gram)
-    finally:
-        torch.set_num_threads(threads)
+    n = valid.sum(1).double()  # (B,)
+    trace = u.square().sum((1, 2)).double()  # (B,) about n; a zero token contributes 0
+    mean_cos = (torch.linalg.vector_norm(u.sum(1), dim=1, dtype=torch.float64) ** 2 - trace) / (n * (n - 1))
+    # the histogram leaves out every pair with a padding token, NaN for it
+    counts = cosines.pair_counts(u.masked_fill(~valid[..., None], math.nan) if padded else u, bins, padded)
+    zero = mean_cos.new_zeros(())
+    if erank:
+        ranks, top = cosines.effective_rank(u)  # (B,) each; top: sigma_1^2
+    else:
+        ranks, top = zero, cosines.top_eigenvalue(u, trace) if top_share else zero
+    top = top / trace.clamp_min(1e-12) if top_share else zero  # (B,)
+    return torch.stack([mean_cos.sum(), ranks.sum(), top.sum()]), counts
 
 
 def accumulate(totals, l, sums, counts):
@@ -141,28 +123,30 @@ def accumulate(totals, l, sums, counts):
         totals[l] = [totals[l][0] + sums, totals[l][1] + counts]
 
 
-def add_batch(totals, hidden, lengths, bins):
+def add_batch(totals, hidden, lengths, bins, **spectrum):
     """Add one batch's sums for every entry of hidden (a list of (B, T, C)); nothing grows with N."""
     for l, h in enumerate(hidden):
-        accumulate(totals, l, *layer_sums(h, lengths, bins))
+        accumulate(totals, l, *layer_sums(h, lengths, bins, **spectrum))
 
 
-def summarize(totals, num_sequences, num_tokens, name=""):
-    """Averages, densities and rank correlations from the accumulated sums (one transfer off the device)."""
+def summarize(totals, num_sequences, num_tokens, name="", erank=False, top_share=False):
+    """Averages, densities and rank correlations from the accumulated sums (one transfer off the device);
+    None for a statistic not asked for."""
     sums = torch.stack([s for s, _ in totals]).cpu().double() / num_sequences  # (L+1, 3)
-    counts = torch.stack([c for _, c in totals]).cpu().double()  # (L+1, bins)
+    raw = torch.stack([c for _, c in totals]).cpu()  # (L+1, 2 * (bins + 2))
+    counts = cosines.histogram(raw, raw.shape[1] // 2 - 2).double()  # (L+1, bins)
     width = 2 / counts.shape[1]
     hist = counts / (counts.sum(1, keepdim=True).clamp_min(1) * width)  # a density: sum(hist) * width = 1
     mean_cos = sums[:, 0].tolist()
     layers = list(range(len(mean_cos)))
-    return Result(mean_cos=mean_cos, hist=hist.tolist(), erank=sums[:, 1].tolist(),
-                  top_share=sums[:, 2].tolist(), spearman=spearman(mean_cos, layers),
+    return Result(mean_cos=mean_cos, hist=hist.tolist(), erank=sums[:, 1].tolist() if erank else None,
+                  top_share=sums[:, 2].tolist() if top_share else None, spearman=spearman(mean_cos, layers),
                   kendall=kendall(mean_cos, layers),
                   last_n_mean=[sum(mean_cos[-k:]) / k for k in range(1, len(mean_cos) + 1)],
                   num_sequences=num_sequences, num_tokens=num_tokens, name=name)
 
 
-def hidden_stats(hidden, lengths=None, *, bins=128, name=""):
+def hidden_stats(hidden, lengths=None, *, bins=128, name="", erank=False, top_share=False):
     """The Result for given hidden states: a list of (B, T, C) tensors, one per entry 0..n_layer, and
     optionally lengths (B,) of right-padded sequences. measure() does the same batch by batch."""
     B, T, _ = hidden[0].shape
@@ -170,8 +154,8 @@ def hidden_stats(hidden, lengths=None, *, bins=128, name=""):
     if lengths.min() < 2:
         raise ValueError("every sequence needs at least 2 tokens for a cosine between tokens.")
     totals = []
-    add_batch(totals, hidden, lengths, bins)
-    return summarize(totals, B, int(lengths.sum()), name)
+    add_batch(totals, hidden, lengths, bins, erank=erank, top_share=top_share)
+    return summarize(totals, B, int(lengths.sum()), name, erank, top_share)
 
 
 # -----------------------------------------------------------------------------
@@ -289,8 +273,9 @@ def hooks_agree(model, blocks, x):
 def parallel_map(device, num_batches):
     """Speed path for measure() on a CPU: a map that runs as many batches at once as torch has threads, each
     in a thread of its own with one thread for torch, and yields their results in order. Each batch then takes
-    its forward pass and its statistics on its own core: the statistics' eigendecompositions, single-threaded
-    (eigenvalues), would otherwise leave the other cores idle, a fifth of the time. Memory: one batch's
+    its forward pass and its statistics on its own core: the statistics' many small operations (and the
+    opt-in eigendecompositions, single-threaded: cosines.eigenvalues) would otherwise leave the other cores
+    idle. Memory: one batch's
     activations per core, still flat in depth and N. The threads share the model, whose forward pass in eval
     mode must not change it (true of every architecture tested). On a GPU, with one thread, or with fewer
     batches than threads (cores would idle, and one thread count cannot be shared safely), the plain map."""
@@ -308,7 +293,8 @@ def parallel_map(device, num_batches):
 
 
 @torch.inference_mode()  # as no_grad, and without autograd's version counters: 2-5% faster on a CPU
-def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", progress=None):
+def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", progress=None, erank=False,
+            top_share=False):
     """The condensation Result of model over sequences: a list of 1-D token tensors of any lengths from 2
     up to the model's context, or an (N, T) tensor. Input that cannot be measured raises ValueError.
 
@@ -318,6 +304,11 @@ def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", p
     every statistic. Each hidden state is reduced to sums as the forward pass produces it (stream_hidden), so
     memory grows neither with depth nor with N. On a CPU, batches run side by side, one per core
     (parallel_map). progress(done, total) is called after each batch, in order.
+
+    erank and top_share (Result.erank, .top_share; None unless asked for) cost more than the rest together,
+    which is a few percent of the forward passes: on a 2-core CPU, the top share alone adds COST_TOP, and
+    the effective rank (one eigendecomposition per sequence and entry, which gives the top share too)
+    COST_ERANK (docs/performance.md).
     """
     device = device or next(model.parameters()).device
     model.to(device)
@@ -332,13 +323,14 @@ def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", p
                       "returns, so it is measured through output_hidden_states (memory grows with depth).")
         blocks = None
     batches = [[seqs[i] for i in order[k:k + batch_size]] for k in range(0, len(seqs), batch_size)]
+    spectrum = dict(erank=erank, top_share=top_share)
 
     def batch_sums(group):  # entry by entry, the sums of one batch; run: hidden_stream's, opened below
         with torch.inference_mode():  # (thread-local)
             x = pad_sequence(group, batch_first=True).to(device)  # (B, T) right-padded with token 0
             lengths = torch.tensor([len(s) for s in group], device=device)  # (B,)
             sums = []
-            run(x, lambda l, h: accumulate(sums, l, *layer_sums(h, lengths, bins)))
+            run(x, lambda l, h: accumulate(sums, l, *layer_sums(h, lengths, bins, **spectrum)))
             return sums
 
     totals, done = [], 0
@@ -352,7 +344,7 @@ def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", p
                     progress(done, len(seqs))
     finally:
         model.train(was_training)
-    return summarize(totals, len(seqs), sum(len(s) for s in seqs), name)
+    return summarize(totals, len(seqs), sum(len(s) for s in seqs), name, erank, top_share)
 
 
 # -----------------------------------------------------------------------------

@@ -71,6 +71,9 @@ MEASURE_SETTINGS = dict(
     # <bos>; nothing for GPT-2, Qwen, Pythia), as the paper's code did; 'always' or 'never' a BOS token
     bos="auto",
     bins=128,  # histogram bins on [-1, 1]
+    # opt-in, for their cost (the rest together is a few percent of the forward passes; docs/performance.md):
+    top_share=False,  # the top singular direction's share of sum sigma^2: adds COST_TOP
+    erank=False,  # the effective rank, one eigendecomposition per sequence and entry: adds COST_ERANK
     measure_batch_size=1,  # sequences per forward pass; on a CPU 1 is fastest and lightest (bench_measure)
     save="",  # path stem of the files written (SAVE.json, SAVE.png); empty picks a name in out_dir
 )
@@ -245,16 +248,18 @@ def measure_entry(entry, s):
     print(f"measuring {name}: {len(sequences)} sequences of up to {length} tokens on {s.device} ({s.dtype})",
           flush=True)
     result = measure(model, sequences, bins=s.bins, batch_size=s.measure_batch_size, device=s.device,
-                     name=name, progress=progress_line(name))
+                     name=name, progress=progress_line(name), erank=s.erank, top_share=s.top_share)
     return result, parameter_count(model)
 
 
 def print_table(r):
+    """mean_cos per entry, and erank and top_share where they were asked for (--erank, --top_share)."""
     L = len(r.mean_cos) - 1
-    print(f"{r.name}: {r.num_sequences} sequences, {r.num_tokens} tokens\n"
-          "entry  l/L   mean_cos   erank  top_share")
+    print(f"{r.name}: {r.num_sequences} sequences, {r.num_tokens} tokens\nentry  l/L   mean_cos"
+          + "   erank" * (r.erank is not None) + "  top_share" * (r.top_share is not None))
     for l in range(L + 1):
-        print(f"{l:5d}  {l / L:4.2f}  {r.mean_cos[l]:+8.4f}  {r.erank[l]:6.1f}  {r.top_share[l]:9.3f}")
+        print(f"{l:5d}  {l / L:4.2f}  {r.mean_cos[l]:+8.4f}" + (f"  {r.erank[l]:6.1f}" if r.erank else "")
+              + (f"  {r.top_share[l]:9.3f}" if r.top_share else ""))
     print(f"spearman {r.spearman:+.3f}  kendall {r.kendall:+.3f}\n")
 
 

@@ -52,7 +52,7 @@ def cone(cos_target, B=3, T=40, C=512, seed=0):
 
 def test_identical_tokens_are_fully_condensed():
     h = torch.randn(2, 1, 16).expand(2, 10, 16) * 3.0  # (B, T, C), every token the same vector
-    r = hidden_stats([h], bins=8)
+    r = hidden_stats([h], bins=8, erank=True, top_share=True)
     assert r.mean_cos[0] == pytest.approx(1.0, abs=1e-5)
     assert r.hist[0][-1] == pytest.approx(8 / 2)  # all mass in the last bin: density 1 / width
     assert r.erank[0] == pytest.approx(1.0, abs=1e-3)
@@ -62,7 +62,7 @@ def test_identical_tokens_are_fully_condensed():
 def test_random_high_dimensional_tokens_are_spread():
     torch.manual_seed(0)
     T = 32
-    r = hidden_stats([torch.randn(4, T, 4096)])
+    r = hidden_stats([torch.randn(4, T, 4096)], erank=True, top_share=True)
     assert abs(r.mean_cos[0]) < 0.01
     assert integral(r.hist[0]) == pytest.approx(1.0)
     assert r.erank[0] > 0.9 * T  # nearly orthogonal: close to full rank T
@@ -71,7 +71,7 @@ def test_random_high_dimensional_tokens_are_spread():
 
 def test_narrowing_cone_gives_rank_correlation_one_and_widening_minus_one():
     targets = [0.1, 0.3, 0.5, 0.7, 0.9]
-    narrowing = hidden_stats([cone(c) for c in targets])
+    narrowing = hidden_stats([cone(c) for c in targets], erank=True, top_share=True)
     assert narrowing.mean_cos == pytest.approx(targets, abs=0.02)
     assert narrowing.spearman == pytest.approx(1.0) and narrowing.kendall == pytest.approx(1.0)
     assert narrowing.erank[0] > narrowing.erank[-1] and narrowing.top_share[0] < narrowing.top_share[-1]
@@ -109,8 +109,9 @@ def test_padding_is_left_out_and_batches_pool_like_single_sequences():
     for h in padded:
         for b, n in enumerate(lengths):
             h[b, n:] = 100 * torch.randn(h.shape[1] - n, h.shape[2])  # garbage where there are no tokens
-    batch = hidden_stats(padded, lengths)
-    singles = [hidden_stats([h[b:b + 1, :n] for h in hidden]) for b, n in enumerate(lengths)]
+    batch = hidden_stats(padded, lengths, erank=True, top_share=True)
+    singles = [hidden_stats([h[b:b + 1, :n] for h in hidden], erank=True, top_share=True)
+               for b, n in enumerate(lengths)]
     pairs = [n * (n - 1) / 2 for n in lengths]
     for l in range(2):
         assert batch.mean_cos[l] == pytest.approx(np.mean([s.mean_cos[l] for s in singles]), abs=1e-6)
@@ -122,6 +123,68 @@ def test_padding_is_left_out_and_batches_pool_like_single_sequences():
     assert batch.num_tokens == sum(lengths)
 
 
+def reference(hidden, lengths, bins):
+    """Each statistic from its definition (docs/condensation.md, section 2) in float64, one sequence at a
+    time, with numpy: the whole cosine matrix, its off-diagonal entries, its eigenvalues."""
+    out = {"mean_cos": [], "erank": [], "top_share": [], "counts": []}
+    for h in hidden:
+        per = {"mean_cos": [], "erank": [], "top_share": []}
+        counts = np.zeros(bins)
+        for b, n in enumerate(lengths):
+            z = h[b, :n].double().numpy()
+            u = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-8)
+            cos = u @ u.T
+            off = cos[~np.eye(n, dtype=bool)]
+            per["mean_cos"].append(off.mean())
+            counts += np.histogram(off.clip(-1, 1), bins=bins, range=(-1, 1))[0]
+            eig = np.linalg.eigvalsh(cos)
+            eig = np.where(eig > eig[-1] * n * np.finfo(float).eps, eig, 0)
+            p = np.sqrt(eig) / np.sqrt(eig).sum()
+            per["erank"].append(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum()))
+            per["top_share"].append(eig[-1] / np.trace(cos))
+        for key in per:
+            out[key].append(np.mean(per[key]))
+        out["counts"].append(counts)
+    return out
+
+
+@pytest.mark.parametrize("case", ["cone", "padded", "wide", "repeated", "tight", "gpt2"])
+def test_each_statistic_matches_its_float64_definition(case):
+    """The fast paths (the mean from the sum of unit vectors, the histogram from the triangle's blocks, the
+    top share by Lanczos or from the eigendecomposition, the effective rank in float64) against numpy in
+    float64 on the whole matrix: to well within the printed precision (mean_cos 4 decimals, erank 1,
+    top_share 3), and the histogram to the few pairs whose float32 cosine falls on the other side of a bin
+    edge."""
+    g = torch.Generator().manual_seed(0)
+    B, T, C, lengths = 3, 64, 48, None
+    if case == "cone":
+        hidden = [cone(c, B=B, T=T, C=C) * 5 for c in (0.05, 0.5, 0.95)]
+    elif case == "padded":
+        hidden, lengths = [cone(c, B=B, T=T, C=C) for c in (0.2, 0.7)], [64, 17, 2]
+    elif case == "wide":  # more tokens than dimensions: the eigenvalues come from the C x C side
+        hidden = [torch.randn(B, 96, 16, generator=g) + 0.3]
+    elif case == "repeated":  # 64 tokens drawn from 10 vectors: rank 10, 54 eigenvalues 0
+        hidden = [torch.randn(B, 10, C, generator=g)[:, torch.randint(10, (T,), generator=g)]]
+    elif case == "tight":  # mean cosine 0.998: small sigma^2 float32 cannot resolve next to sigma_1^2
+        hidden = [torch.randn(C, generator=g) + 0.05 * torch.randn(B, T, C, generator=g)]
+    else:  # a GPT-2-small-shaped window, condensed as a random GPT-2's late layers are
+        B, T, C = 1, 512, 768
+        hidden = [torch.randn(C, generator=g) + 1.5 * torch.randn(B, T, C, generator=g)]
+    lengths = lengths or [hidden[0].shape[1]] * B
+    ref = reference(hidden, lengths, 128)
+    full = hidden_stats(hidden, lengths, erank=True, top_share=True)
+    lanczos = hidden_stats(hidden, lengths, top_share=True)
+    np.testing.assert_allclose(full.mean_cos, ref["mean_cos"], atol=1e-6)
+    np.testing.assert_allclose(full.erank, ref["erank"], rtol=1e-5)
+    np.testing.assert_allclose(full.top_share, ref["top_share"], atol=1e-6)
+    np.testing.assert_allclose(lanczos.top_share, ref["top_share"], atol=1e-5)
+    pairs = sum(n * (n - 1) for n in lengths)
+    for hist, counts in zip(full.hist, ref["counts"]):
+        ours = np.array(hist) * pairs * 2 / 128  # the density back to counts
+        assert np.abs(ours - counts).sum() <= 1e-4 * pairs + 2
+    assert hidden_stats(hidden, lengths).erank is None and lanczos.erank is None
+
+
 # -----------------------------------------------------------------------------
 # measure() on models
 
@@ -129,15 +192,15 @@ def test_padding_is_left_out_and_batches_pool_like_single_sequences():
 def test_one_sequence_and_many_copies_in_any_batching_agree():
     model = tiny_gpt()
     seq = torch.randint(100, (50,))
-    one = measure(model, [seq])
-    many = measure(model, [seq] * 23, batch_size=5)
+    one = measure(model, [seq], erank=True, top_share=True)
+    many = measure(model, [seq] * 23, batch_size=5, erank=True, top_share=True)
     for key in ("mean_cos", "erank", "top_share", "last_n_mean"):
         np.testing.assert_allclose(getattr(many, key), getattr(one, key), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(many.hist, one.hist, atol=1e-6)
     assert many.num_sequences == 23 and many.num_tokens == 23 * 50
 
     mixed = [torch.randint(100, (n,)) for n in (2, 64, 9, 33, 33, 10)]  # padded in batches of 4, alone in 1s
-    a, b = measure(model, mixed, batch_size=4), measure(model, mixed, batch_size=1)
+    a, b = measure(model, mixed, batch_size=4, erank=True), measure(model, mixed, batch_size=1, erank=True)
     np.testing.assert_allclose(a.mean_cos, b.mean_cos, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(a.hist, b.hist, atol=1e-5)
     np.testing.assert_allclose(a.erank, b.erank, rtol=1e-3)
@@ -184,7 +247,7 @@ def test_hugging_face_gpt2_and_its_conversion_measure_the_same():
                                      bos_token_id=0, eos_token_id=0)
     hf = transformers.GPT2LMHeadModel(config)
     seqs = [torch.randint(100, (n,)) for n in (64, 20, 64, 7)]
-    a, b = measure(hf, seqs, batch_size=3), measure(GPT.from_hf(hf), seqs, batch_size=3)
+    a, b = measure(hf, seqs, batch_size=3, erank=True), measure(GPT.from_hf(hf), seqs, batch_size=3, erank=True)
     assert len(a.mean_cos) == 3
     np.testing.assert_allclose(a.mean_cos, b.mean_cos, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(a.hist, b.hist, atol=1e-4)

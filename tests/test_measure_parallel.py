@@ -60,13 +60,13 @@ def test_batches_side_by_side_give_the_result_of_one_thread(make, threads, monke
     real, seen, lock = condensation.layer_sums, [], threading.Lock()
     together = threading.Barrier(2, timeout=10)
 
-    def layer_sums(h, lengths, bins):
+    def layer_sums(h, lengths, bins, **spectrum):
         with lock:
             seen.append((threading.get_ident(), torch.get_num_threads()))
             first_two = len(seen) <= 2
         if first_two:
             together.wait()
-        return real(h, lengths, bins)
+        return real(h, lengths, bins, **spectrum)
 
     monkeypatch.setattr(condensation, "layer_sums", layer_sums)
     threads(3)
@@ -83,9 +83,9 @@ def test_fewer_batches_than_cores_run_one_after_the_other_on_every_thread(thread
     model, seen = ours(), []
     real = condensation.layer_sums
 
-    def layer_sums(h, lengths, bins):
+    def layer_sums(h, lengths, bins, **spectrum):
         seen.append((threading.get_ident(), torch.get_num_threads()))
-        return real(h, lengths, bins)
+        return real(h, lengths, bins, **spectrum)
 
     monkeypatch.setattr(condensation, "layer_sums", layer_sums)
     threads(4)
@@ -96,7 +96,7 @@ def test_fewer_batches_than_cores_run_one_after_the_other_on_every_thread(thread
 def test_an_error_in_a_batch_reaches_the_caller_and_the_threads_come_back(threads, monkeypatch):
     model, calls = ours(), []
 
-    def layer_sums(h, lengths, bins):
+    def layer_sums(h, lengths, bins, **spectrum):
         calls.append(1)
         if len(calls) == 6:
             raise RuntimeError("the sixth entry fails")

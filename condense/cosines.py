@@ -1,0 +1,133 @@
+"""
+Speed path of condensation.layer_sums: the statistics of one hidden state's cosine matrix at a few percent
+of the forward pass that produced it. Each function computes what its formula says, to float32 rounding (the
+effective rank in float64); tests/test_measure.py holds each one to a float64 reference. Figures:
+docs/performance.md, "The measurement".
+
+u is always a batch of unit token vectors (B, T, C) (a zero row for a token of norm 0), G = u u^T its cosine
+matrix per sequence.
+"""
+
+import math
+
+import torch
+
+
+def split(T, leaf=32):
+    """(levels, b) with T = b * 2**levels: T halved while it is even and the half holds at least `leaf`."""
+    levels = 0
+    while T % 2 == 0 and T // 2 >= leaf:
+        T, levels = T // 2, levels + 1
+    return levels, T
+
+
+def pair_counts(u, bins, padded=False):
+    """Histogram counts of cos_ij = u_i . u_j over the ordered pairs i != j of each sequence, on `bins`
+    equal bins of [-1, 1], summed over the batch: the counts torch.histc gives on the matrix with its
+    diagonal left out, to the last count. With padded, every pair with a token whose u is NaN is left out.
+
+    Returned raw, (2 * (bins + 2),) int64: in the first half, slot k < bins counts the pairs in bin k, slot
+    bins those at exactly +1 (bin bins - 1, as in histc), slot bins + 1 those left out; the second half
+    counts the same for pairs that each stand for two (i, j and j, i). histogram() turns a sum of them into
+    the bins.
+
+    Why it is fast: G is symmetric, so only its lower triangle is computed, in a few large matrix products.
+    Split the T tokens in two halves: the block (second half) x (first half) holds one of each pair across
+    the halves; split each half again, all blocks of one level in one batched product, down to blocks of
+    `leaf` tokens, whose small diagonal blocks are computed whole: for T = 512, 53% of the products of the
+    whole matrix. The bins come from one pass, k = int((cos + 1) * bins / 2) (histc's formula; halving
+    commutes with rounding), and torch.bincount, 3-4x faster than histc.
+    """
+    B, T, C = u.shape
+    levels, b = split(T)
+    blocks = [T >> (k + 1) for k in range(levels)]  # level k: 2**k pairs of sibling blocks of m tokens
+    across = sum(B * (T // (2 * m)) * m * m for m in blocks)  # pairs that stand for two
+    out = u.new_empty(across + B * T * b)
+    start = 0
+    for m in blocks:
+        halves = u.view(-1, 2, m, C)  # (B * 2**k, 2, m, C): the two sibling blocks of each pair
+        block = out[start:start + halves.shape[0] * m * m].view(-1, m, m)
+        torch.bmm(halves[:, 1], halves[:, 0].mT, out=block)
+        start += block.numel()
+    leaves = u.view(-1, b, C)  # (B * T / b, b, C)
+    diagonal = out[across:].view(-1, b, b)
+    torch.bmm(leaves, leaves.mT, out=diagonal)
+    out.add_(1).mul_(bins / 2)
+    diagonal.diagonal(dim1=1, dim2=2).fill_(bins + 1)
+    if padded:
+        out.nan_to_num_(bins + 1)
+    slots = out.to(torch.int32)
+    slots[:across] += bins + 2
+    return torch.bincount(slots, minlength=2 * (bins + 2))
+
+
+def histogram(counts, bins):
+    """Bin counts (..., bins) from a sum of pair_counts' raw counts (..., 2 * (bins + 2))."""
+    counts = counts.unflatten(-1, (2, bins + 2))
+    counts = counts[..., 0, :] + 2 * counts[..., 1, :]
+    counts[..., bins - 1] += counts[..., bins]
+    return counts[..., :bins]
+
+
+def eigenvalues(gram):
+    """Eigenvalues (ascending) of a batch of symmetric matrices; on the CPU with one thread. Small
+    eigenproblems gain little from threads, and with the cores shared, MKL's threaded solver took 0.5 - 4 s
+    for 8 matrices of 512 x 512 where one thread takes 0.08 s (2-core machine)."""
+    threads = torch.get_num_threads()
+    if gram.device.type != "cpu" or threads == 1:
+        return torch.linalg.eigvalsh(gram)
+    torch.set_num_threads(1)
+    try:
+        return torch.linalg.eigvalsh(gram)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def effective_rank(u):
+    """(effective rank, sigma_1^2), each (B,) float64: exp(-sum_k p_k log p_k), p_k = sigma_k / sum sigma,
+    from all the eigenvalues sigma^2 of G (or of u^T u if C < T: the same nonzero ones). In float64: float32's
+    rounding, about 1e-7 of sigma_1^2, would swamp the small sigma^2 of a tight cone (seen: 10% off for a
+    random GPT-2's last layer)."""
+    B, T, C = u.shape
+    u = u.double()
+    eig = eigenvalues(u @ u.mT if T <= C else u.mT @ u)  # (B, min(T, C)) ascending
+    # rounding noise below it (matrix_rank's rule): the zeros of a rank below min(T, C)
+    eig = torch.where(eig > eig[:, -1:] * eig.shape[1] * torch.finfo(eig.dtype).eps, eig, 0)
+    sigma = eig.sqrt()
+    p = sigma / sigma.sum(1, keepdim=True).clamp_min(1e-12)
+    return torch.exp(-torch.xlogy(p, p).sum(1)), eig[:, -1]
+
+
+def top_eigenvalue(u, trace, tol=1e-5, first=5, steps=64):
+    """The largest eigenvalue sigma_1^2 of each G = u u^T, (B,) float64, by the Lanczos method: the largest
+    eigenvalue of the k x k tridiagonal matrix that G becomes in the basis q_1 .. q_k of the Krylov space
+    span(q_1, G q_1, .., G^(k-1) q_1), q_1 the all-ones direction (the mean token's). It is at most sigma_1^2
+    and there is an eigenvalue of G within r = beta_k |y_k| of it (y the tridiagonal's top eigenvector); k
+    grows, checked from `first` on, until r <= tol * trace(G) in every sequence, so that top_share is within
+    tol of its exact value; at k = rank(G), r = 0. Each step is a product with u and u^T, O(T C), where the
+    full eigendecomposition costs O(T^3); 5-9 steps on GPT-2's hidden states. Each new q is made orthogonal
+    to all earlier ones, twice (full reorthogonalisation), so float32 rounding cannot bring back directions
+    already found. Not converged in `steps` (no such case seen), the full eigendecomposition decides."""
+    B, T, C = u.shape
+    q = u.new_full((B, T, 1), 1 / math.sqrt(T))
+    basis, alphas, betas = q, [], []
+    last = min(T, C, steps)
+    for k in range(1, last + 1):
+        w = u @ (u.mT @ q)  # G q
+        c = basis.mT @ w  # its components on q_1 .. q_k; the last is alpha_k = q_k . G q_k
+        w = torch.baddbmm(w, basis, c, alpha=-1)
+        w = torch.baddbmm(w, basis, basis.mT @ w, alpha=-1)  # twice: what rounding left of them
+        beta = torch.linalg.vector_norm(w, dim=1)  # (B, 1)
+        alphas.append(c[:, -1, 0])
+        betas.append(beta[:, 0])
+        if k >= first or k == last:
+            a, b = torch.stack(alphas, 1).double(), torch.stack(betas, 1).double()  # (B, k)
+            tri = torch.diag_embed(a) + torch.diag_embed(b[:, :-1], 1) + torch.diag_embed(b[:, :-1], -1)
+            theta, y = torch.linalg.eigh(tri)
+            if k == min(T, C) or bool((b[:, -1] * y[:, -1, -1].abs() <= tol * trace).all()):
+                return theta[:, -1]
+            if k == last:
+                return eigenvalues(u @ u.mT if T <= C else u.mT @ u)[:, -1].double()
+        # beta_k that small: the Krylov space holds G's whole range, r <= beta_k is met; q = 0 from here on
+        q = w / beta[:, :, None].clamp_min(1e-30) * (beta[:, :, None] > tol * trace[:, None, None])
+        basis = torch.cat([basis, q], 2)
