@@ -95,14 +95,21 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False):
     needs every sigma^2 (cosines.effective_rank), the top share only sigma_1^2 (cosines.top_eigenvalue)."""
     B, T, C = h.shape
     h = h.float()
-    padded = bool((lengths < T).any())  # full windows, the usual case, skip every mask
-    valid = torch.arange(T, device=h.device) < lengths[:, None].to(h.device)  # (B, T)
-    u = h / torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp_min(1e-8)  # (B, T, C) as F.normalize
+    lengths = lengths.tolist() if torch.is_tensor(lengths) else lengths  # measure() gives a list: no sync
+    padded = min(lengths) < T  # full windows, the usual case, skip every mask
+    norm = torch.linalg.vector_norm(h, dim=-1, keepdim=True)  # (B, T, 1)
+    clamped = norm.clamp_min(1e-8)
+    u = h / clamped  # (B, T, C), as F.normalize
+    pairs = T * (T - 1)  # n (n - 1)
     if padded:
+        valid = torch.arange(T, device=h.device) < torch.tensor(lengths, device=h.device)[:, None]  # (B, T)
         u = u * valid[..., None]  # padding -> 0
-    n = valid.sum(1).double()  # (B,)
-    trace = u.square().sum((1, 2)).double()  # (B,) about n; a zero token contributes 0
-    mean_cos = (torch.linalg.vector_norm(u.sum(1), dim=1, dtype=torch.float64) ** 2 - trace) / (n * (n - 1))
+        clamped = clamped.masked_fill(~valid[..., None], math.inf)  # norm / inf = 0 in the trace below
+        pairs = torch.tensor([n * (n - 1) for n in lengths], device=h.device)  # (B,)
+    # sum_i ||u_i||^2, about n: ||u_i|| = ||h_i|| / max(||h_i||, 1e-8), 1 but for a (near) zero token
+    trace = torch.linalg.vector_norm(norm / clamped, dim=(1, 2), dtype=torch.float64).square()  # (B,)
+    s = torch.linalg.vector_norm(u.sum(1), dim=1, dtype=torch.float64)  # (B,) ||sum_i u_i||
+    mean_cos = (s.square() - trace) / pairs  # (B,)
     # the histogram leaves out every pair with a padding token, NaN for it
     counts = cosines.pair_counts(u.masked_fill(~valid[..., None], math.nan) if padded else u, bins, padded)
     zero = mean_cos.new_zeros(())
@@ -328,7 +335,7 @@ def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", p
     def batch_sums(group):  # entry by entry, the sums of one batch; run: hidden_stream's, opened below
         with torch.inference_mode():  # (thread-local)
             x = pad_sequence(group, batch_first=True).to(device)  # (B, T) right-padded with token 0
-            lengths = torch.tensor([len(s) for s in group], device=device)  # (B,)
+            lengths = [len(s) for s in group]
             sums = []
             run(x, lambda l, h: accumulate(sums, l, *layer_sums(h, lengths, bins, **spectrum)))
             return sums

@@ -42,17 +42,16 @@ def pair_counts(u, bins, padded=False):
     levels, b = split(T)
     blocks = [T >> (k + 1) for k in range(levels)]  # level k: 2**k pairs of sibling blocks of m tokens
     across = sum(B * (T // (2 * m)) * m * m for m in blocks)  # pairs that stand for two
-    out = u.new_empty(across + B * T * b)
+    out = u.new_full((across + B * T * b,), bins / 2)  # each product lands on it: (cos + 1) * bins / 2
     start = 0
     for m in blocks:
         halves = u.view(-1, 2, m, C)  # (B * 2**k, 2, m, C): the two sibling blocks of each pair
         block = out[start:start + halves.shape[0] * m * m].view(-1, m, m)
-        torch.bmm(halves[:, 1], halves[:, 0].mT, out=block)
+        block.baddbmm_(halves[:, 1], halves[:, 0].mT, alpha=bins / 2)
         start += block.numel()
     leaves = u.view(-1, b, C)  # (B * T / b, b, C)
     diagonal = out[across:].view(-1, b, b)
-    torch.bmm(leaves, leaves.mT, out=diagonal)
-    out.add_(1).mul_(bins / 2)
+    diagonal.baddbmm_(leaves, leaves.mT, alpha=bins / 2)
     diagonal.diagonal(dim1=1, dim2=2).fill_(bins + 1)
     if padded:
         out.nan_to_num_(bins + 1)
