@@ -107,9 +107,10 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False):
         clamped = clamped.masked_fill(~valid[..., None], math.inf)  # norm / inf = 0 in the trace below
         pairs = torch.tensor([n * (n - 1) for n in lengths], device=h.device)  # (B,)
     # sum_i ||u_i||^2, about n: ||u_i|| = ||h_i|| / max(||h_i||, 1e-8), 1 but for a (near) zero token
-    trace = torch.linalg.vector_norm(norm / clamped, dim=(1, 2), dtype=torch.float64).square()  # (B,)
-    s = torch.linalg.vector_norm(u.sum(1), dim=1, dtype=torch.float64)  # (B,) ||sum_i u_i||
-    mean_cos = (s.square() - trace) / pairs  # (B,)
+    ones = norm / clamped  # (B, T, 1)
+    trace = (ones.mT @ ones).view(B)  # (B,)
+    s = u.sum(1)  # (B, C)
+    mean_cos = (torch.linalg.vecdot(s, s) - trace).double() / pairs  # (B,)
     # the histogram leaves out every pair with a padding token, NaN for it
     counts = cosines.pair_counts(u.masked_fill(~valid[..., None], math.nan) if padded else u, bins, padded)
     zero = mean_cos.new_zeros(())

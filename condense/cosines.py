@@ -45,9 +45,9 @@ def pair_counts(u, bins, padded=False):
     out = u.new_full((across + B * T * b,), bins / 2)  # each product lands on it: (cos + 1) * bins / 2
     start = 0
     for m in blocks:
-        halves = u.view(-1, 2, m, C)  # (B * 2**k, 2, m, C): the two sibling blocks of each pair
-        block = out[start:start + halves.shape[0] * m * m].view(-1, m, m)
-        block.baddbmm_(halves[:, 1], halves[:, 0].mT, alpha=bins / 2)
+        first, second = u.view(-1, 2, m, C).unbind(1)  # (B * 2**k, m, C) each: the two halves of a block
+        block = out[start:start + first.shape[0] * m * m].view(-1, m, m)
+        block.baddbmm_(second, first.mT, alpha=bins / 2)
         start += block.numel()
     leaves = u.view(-1, b, C)  # (B * T / b, b, C)
     diagonal = out[across:].view(-1, b, b)

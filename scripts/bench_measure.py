@@ -1,25 +1,32 @@
 """
 Benchmark measure() on a GPT-2-small-shaped Hugging Face model (random weights from GPT2Config, GPT-2's real
-tokenizer): time and peak memory next to the authors' package, the statistics' share of the time, and peak
-memory as depth and the number of sequences grow.
+tokenizer): time and peak memory next to the authors' package and the statistics' share of the forward
+passes, on one thread per process and on all cores; the same share on our small model (config/small_base.py's
+shape); peak memory as depth and the number of sequences grow.
 
-    python -m scripts.bench_measure                         # everything below, into out/bench_measure.md
+    python -m scripts.bench_measure                          # everything below, into out/bench_measure.md
     python -m scripts.bench_measure --repeats=5 --sections=authors  # only the side-by-side runs
 
 Each run is a separate process (`python -m scripts.bench_measure --child=...`), so its peak resident size
-(ru_maxrss: Python, torch, transformers, the model and everything measure() allocates) is its own; the peak
-while measuring alone is read from /proc/self/status (VmHWM, reset once the model is loaded), less the size
-right then. Runs alternate (ours, theirs, ours, ...) and repeat; the tables give the median and the range (a
-shared CPU). The authors' package (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run
-from its own virtual environment outside the repository, given by --authors_python; make it with
+(ru_maxrss: Python, torch, transformers, the model and everything measure() allocates) is its own, and its
+thread count is set before torch starts: "one thread per process" runs it with OMP_NUM_THREADS=1 (and MKL's
+and OpenBLAS's counts, which numpy's cosines in the package read), "all cores" with none set. The peak while
+measuring alone is read from /proc/self/status (VmHWM, reset once the model is loaded), less the size right
+then. Runs alternate (ours, theirs, theirs, ours, ...) and repeat; the tables give the median and the range (a
+shared CPU). The statistics' share is measured inside each of our runs, after its timed measurement, through
+the same measure() with the statistics replaced by nothing (no_statistics), alternating without, with,
+without, ...: each run with statistics against the mean of the two without around it. The authors' package
+(pip `embedding-condensation==2.0`, which pins transformers<4.48) is run from its own virtual environment
+outside the repository, given by --authors_python; make it with
 
     python -m venv --system-site-packages /tmp/authvenv && \
         /tmp/authvenv/bin/pip install embedding-condensation==2.0
 
 (--system-site-packages reuses the torch installed here). Both sides read the same texts: consecutive pieces
-of the validation text of data/shakespeare, each cut to 512 GPT-2 tokens; theirs by its documented call with
-`texts=` (plot=False: the figure is not part of the measurement), ours by measure(). The time of a run is its
-measurement alone (tokenising included, loading the model not); the loading time is given apart.
+of the validation text of data/shakespeare, each cut to 512 GPT-2 tokens (256 for the small model); theirs by
+its documented call with `texts=` (plot=False: the figure is not part of the measurement), ours by measure()
+with its default statistics. The time of a run is its measurement alone (tokenising included, loading the
+model not); the loading time is given apart.
 """
 
 import argparse
@@ -85,8 +92,8 @@ def no_statistics():
     import torch
     import condensation
     real = condensation.layer_sums
-    condensation.layer_sums = lambda h, lengths, bins, **spectrum: (torch.zeros(3),
-                                                                    torch.zeros(2 * (bins + 2), dtype=torch.long))
+    condensation.layer_sums = lambda h, lengths, bins, **spectrum: (
+        torch.zeros(3), torch.zeros(2 * (bins + 2), dtype=torch.long))  # the raw counts' shape
     try:
         yield
     finally:
@@ -134,14 +141,31 @@ def reset_peak():
         f.write("5")
 
 
+def small_model(tokenizer):
+    """Our GPT in config/small_base.py's shape (6 x 384, context 256), random weights from a fixed seed."""
+    import torch
+    from condense.checkpoint import config_from_settings
+    from configurator import configure
+    from model import GPT
+    from settings import defaults
+    torch.manual_seed(0)
+    return GPT(config_from_settings(configure(defaults(), [os.path.join(ROOT, "config", "small_base.py")]),
+                                    len(tokenizer)))
+
+
 def child_ours(a):
-    """One measurement by measure(); prints {seconds, peak_mib, forward_seconds?}."""
+    """One measurement by measure(), the default statistics (with --spectrum erank and top_share too); prints
+    {seconds, peak_mib, ...}. With --share also the statistics' share of the forward passes, measured after
+    it by the same measure() with the statistics replaced by nothing, alternating: without, with, without."""
     start = time.perf_counter()
     sys.path.insert(0, ROOT)
     import torch
     from condensation import measure
     from condense.hf_models import load_hf
     model, tokenizer = load_hf(a.model, "cpu", "float32")
+    length = 512
+    if a.shape == "small":
+        model, length = small_model(tokenizer), 256
     with torch.no_grad():  # transformers maps the weights file lazily: read every weight once, so that they
         for p in model.parameters():  # count as loaded, as the other side's copy does, not as measuring
             p.sum()
@@ -149,15 +173,21 @@ def child_ours(a):
     reset_peak()
     t0 = time.perf_counter()
     loading = t0 - start
-    seqs = [torch.tensor(tokenizer(t, add_special_tokens=False)["input_ids"][:512]) for t in texts(a)]
-    measure(model, seqs, batch_size=a.batch_size)
+    seqs = [torch.tensor(tokenizer(t, add_special_tokens=False)["input_ids"][:length]) for t in texts(a)]
+    run = lambda: measure(model, seqs, batch_size=a.batch_size, erank=a.spectrum, top_share=a.spectrum)
+    run()
     out = dict(seconds=time.perf_counter() - t0, peak_mib=peak_mib(), load_seconds=loading, loaded_mib=loaded,
-               measure_peak_mib=status_mib("VmHWM"))
-    if a.share:  # the forward passes alone: the same measure(), the statistics replaced by nothing
-        t0 = time.perf_counter()
-        with no_statistics():
-            measure(model, seqs, batch_size=a.batch_size)
-        out["forward_seconds"] = time.perf_counter() - t0
+               measure_peak_mib=status_mib("VmHWM"), threads=torch.get_num_threads())
+    if a.share:  # without, with, without, ..., without: each with-run against the mean of its neighbours
+        times = {"with": [], "without": []}
+        for kind in ["without", "with"] * a.share + ["without"]:
+            t0 = time.perf_counter()
+            with no_statistics() if kind == "without" else contextlib.nullcontext():
+                run()
+            times[kind].append(time.perf_counter() - t0)
+        out["forward_seconds"] = statistics.median(times["without"])
+        out["share"] = statistics.median(w / statistics.mean(times["without"][i:i + 2]) - 1
+                                         for i, w in enumerate(times["with"]))  # of the forward passes
     print(json.dumps(out))
 
 
@@ -178,20 +208,32 @@ def child_theirs(a):
                           loaded_mib=loaded, measure_peak_mib=status_mib("VmHWM"))))
 
 
-def run_child(a, python, *args):
-    """Run one child process; its JSON line, with the process's wall time."""
+THREADS = {"1": "one thread per process (OMP_NUM_THREADS=1)", "all": f"all {os.cpu_count()} cores"}
+
+
+def run_child(a, python, *args, threads="all"):
+    """Run one child process, on one thread (threads="1") or on every core; its JSON line, with the process's
+    wall time."""
     t0 = time.perf_counter()
     texts_file = os.path.join(a.out_dir, "bench_measure", "texts.json")
     command = [python, os.path.abspath(__file__), *args, f"--texts={texts_file}"]
-    p = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    env = dict(os.environ)
+    if threads == "1":  # torch, MKL and numpy's OpenBLAS (the package's cosines) each read one of these
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    p = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     if p.returncode != 0:
         raise SystemExit(f"error: a benchmark run failed: {(p.stderr.strip().splitlines() or ['?'])[-1]}")
     return {**json.loads(p.stdout.strip().splitlines()[-1]), "wall": time.perf_counter() - t0}
 
 
-def summary(runs, key):
-    values = [r[key] for r in runs]
-    return f"{statistics.median(values):.1f} ({min(values):.1f} - {max(values):.1f})"
+def summary(runs, key, scale=1, digits=1):
+    values = [scale * r[key] for r in runs]
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f} - {max(values):.{digits}f})"
+
+
+def share_line(runs):
+    """The statistics' share of the forward passes, median (min - max) in percent."""
+    return f"{summary(runs, 'share', 100)}% of the forward passes"
 
 
 def main(a):
@@ -204,40 +246,61 @@ def main(a):
     make_model(f"{folder}/gpt2_12", 12)
     write_texts(f"{folder}/texts.json")
     if "authors" in sections:
-        runs = {"ours": [], "theirs": []}
-        for i in range(a.repeats):
-            for side in ("ours", "theirs") if i % 2 == 0 else ("theirs", "ours"):
-                python = sys.executable if side == "ours" else a.authors_python
-                r = run_child(a, python, f"--child={side}", f"--model={folder}/gpt2_12", "--n=16",
-                              f"--batch_size={a.batch_size}", *(["--share"] if side == "ours" else []))
-                runs[side].append(r)
-                print(f"  {side}: {r}", flush=True)
         lines += ["", "GPT-2-small shape (12 x 768, random weights), 16 sequences of 512 tokens, "
-                      f"{a.repeats} runs each, "
-                      "alternating; median (min - max). Peak RSS: the whole process, loading included; "
-                      "measuring: the peak while measuring, less the resident size once the model was "
-                      "loaded:", "",
-                  "| | measurement s | loading s | peak RSS MiB | loaded MiB | measuring adds MiB |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        for side, name in (("ours", f"measure(), batch {a.batch_size}, every statistic"),
-                           ("theirs", "embedding-condensation 2.0")):
-            for r in runs[side]:
-                r["adds_mib"] = r["measure_peak_mib"] - r["loaded_mib"]
-            lines.append(f"| {name} | {summary(runs[side], 'seconds')} | "
-                         f"{summary(runs[side], 'load_seconds')} | {summary(runs[side], 'peak_mib')} | "
-                         f"{summary(runs[side], 'loaded_mib')} | {summary(runs[side], 'adds_mib')} |")
-        ours, theirs = runs["ours"], runs["theirs"]
-        ratio = lambda k: statistics.median(r[k] for r in ours) / statistics.median(r[k] for r in theirs)
-        forward = statistics.median(r["forward_seconds"] for r in ours)
-        total = statistics.median(r["seconds"] for r in ours)
-        lines += ["", f"ours / theirs (medians): time {ratio('seconds'):.2f}x, "
-                      f"peak memory {ratio('peak_mib'):.2f}x, memory added by measuring "
-                      f"{ratio('adds_mib'):.2f}x. Ours: the forward passes alone "
-                      f"{forward:.1f} s, so the statistics take about {max(total - forward, 0):.1f} s "
-                      f"({100 * max(total - forward, 0) / total:.0f}% of the measurement; "
-                      "tokenising is in the rest).",
-                  "Time ours / theirs, each pair of runs in turn: "
-                  + ", ".join(f"{o['seconds'] / t['seconds']:.2f}" for o, t in zip(ours, theirs))]
+                      f"{a.repeats} runs each, alternating; median (min - max). Peak RSS: the whole "
+                      "process, loading included; measuring: the peak while measuring, less the resident "
+                      "size once the model was loaded. Ours: the default statistics (mean_cos, hist and "
+                      "the rank correlations from them); theirs: the cosine matrices, averaged (its only "
+                      "output; plot=False)."]
+        ratios = []
+        for threads in THREADS:
+            runs = {"ours": [], "theirs": []}
+            for i in range(a.repeats):
+                for side in ("ours", "theirs") if i % 2 == 0 else ("theirs", "ours"):
+                    python = sys.executable if side == "ours" else a.authors_python
+                    r = run_child(a, python, f"--child={side}", f"--model={folder}/gpt2_12", "--n=16",
+                                  f"--batch_size={a.batch_size}", *(["--share=2"] if side == "ours" else []),
+                                  threads=threads)
+                    runs[side].append(r)
+                    print(f"  {threads} thread(s), {side}: {r}", flush=True)
+            lines += ["", f"On {THREADS[threads]}:", "",
+                      "| | measurement s | loading s | peak RSS MiB | loaded MiB | measuring adds MiB |",
+                      "|---|---:|---:|---:|---:|---:|"]
+            for side, name in (("ours", f"measure(), batch {a.batch_size}"),
+                               ("theirs", "embedding-condensation 2.0")):
+                for r in runs[side]:
+                    r["adds_mib"] = r["measure_peak_mib"] - r["loaded_mib"]
+                lines.append(f"| {name} | {summary(runs[side], 'seconds')} | "
+                             f"{summary(runs[side], 'load_seconds')} | {summary(runs[side], 'peak_mib')} | "
+                             f"{summary(runs[side], 'loaded_mib')} | {summary(runs[side], 'adds_mib')} |")
+            ours, theirs = runs["ours"], runs["theirs"]
+            ratio = lambda k: statistics.median(r[k] for r in ours) / statistics.median(r[k] for r in theirs)
+            pairs = [t["seconds"] / o["seconds"] for o, t in zip(ours, theirs)]
+            ratios.append((threads, ratio("seconds"), pairs, ours))
+            lines += ["", f"Theirs / ours, time: {1 / ratio('seconds'):.2f}x by the medians, each pair of "
+                          f"runs in turn {', '.join(f'{x:.2f}' for x in pairs)} (spread {min(pairs):.2f} - "
+                          f"{max(pairs):.2f}); peak memory ours / theirs {ratio('peak_mib'):.2f}x, memory "
+                          f"added by measuring {ratio('adds_mib'):.2f}x. Our statistics: {share_line(ours)} "
+                          f"(the forward passes alone {summary(ours, 'forward_seconds')} s)."]
+        lines += ["", "Summary, GPT-2-small shape: " + "; ".join(
+            f"{THREADS[t]}: the package takes {1 / r:.2f}x our time (pairs {min(p):.2f} - {max(p):.2f}), "
+            f"our statistics {share_line(o)}" for t, r, p, o in ratios) + "."]
+    if "small" in sections:
+        lines += ["", "Our small model (config/small_base.py's shape, 6 x 384, random weights), 16 "
+                      f"sequences of 256 tokens, {a.repeats} runs each, alternating the thread settings; "
+                      "median (min - max):", "",
+                  "| threads | measurement s | forward passes alone s | statistics |", "|---|---:|---:|---:|"]
+        runs = {threads: [] for threads in THREADS}
+        for i in range(a.repeats):
+            for threads in THREADS if i % 2 == 0 else reversed(THREADS):
+                r = run_child(a, sys.executable, "--child=ours", f"--model={folder}/gpt2_12", "--shape=small",
+                              "--n=16", f"--batch_size={a.batch_size}", "--share=5", threads=threads)
+                runs[threads].append(r)
+                print(f"  small, {threads} thread(s): {r}", flush=True)
+        for threads in THREADS:
+            r = runs[threads]
+            lines.append(f"| {THREADS[threads]} | {summary(r, 'seconds', digits=2)} | "
+                         f"{summary(r, 'forward_seconds', digits=2)} | {share_line(r)} |")
     if "batch" in sections:
         lines += ["", "Our batch size (16 sequences of 512 tokens, 12 layers, one run each):", "",
                   "| batch | measurement s | peak RSS MiB | measuring adds MiB |", "|---:|---:|---:|---:|"]
@@ -272,13 +335,16 @@ if __name__ == "__main__":
     parser.add_argument("--out_dir", default=os.path.join(ROOT, "out"))
     parser.add_argument("--repeats", type=int, default=3, help="runs per side in the side-by-side section")
     parser.add_argument("--batch_size", type=int, default=1, help="our sequences per forward pass")
-    parser.add_argument("--sections", default="authors,batch,scaling", help="authors, batch and/or scaling")
+    parser.add_argument("--sections", default="authors,small,batch,scaling",
+                        help="authors, small, batch and/or scaling")
     parser.add_argument("--authors_python", default="/tmp/authvenv/bin/python",
                         help="python of a virtual environment with embedding-condensation==2.0")
     parser.add_argument("--child", choices=["ours", "theirs"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=16, help=argparse.SUPPRESS)
-    parser.add_argument("--share", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--share", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--spectrum", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--shape", default="gpt2", help=argparse.SUPPRESS)
     parser.add_argument("--texts", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
