@@ -15,7 +15,6 @@ import math
 import os
 import threading
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -24,6 +23,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from condense import cosines
+from condense.parallel import parallel_map
 from model import GPT
 
 # -----------------------------------------------------------------------------
@@ -277,29 +277,6 @@ def hooks_agree(model, blocks, x):
     return len(seen) == len(ref) and all(close(a, b) for a, b in zip(seen, ref))
 
 
-@contextmanager
-def parallel_map(device, num_batches):
-    """Speed path for measure() on a CPU: a map that runs as many batches at once as torch has threads, each
-    in a thread of its own with one thread for torch, and yields their results in order. Each batch then takes
-    its forward pass and its statistics on its own core: the statistics' many small operations (and the
-    opt-in eigendecompositions, single-threaded: cosines.eigenvalues) would otherwise leave the other cores
-    idle. Memory: one batch's
-    activations per core, still flat in depth and N. The threads share the model, whose forward pass in eval
-    mode must not change it (true of every architecture tested). On a GPU, with one thread, or with fewer
-    batches than threads (cores would idle, and one thread count cannot be shared safely), the plain map."""
-    threads = torch.get_num_threads()
-    if torch.device(device).type != "cpu" or threads == 1 or num_batches < threads:
-        yield map
-        return
-    torch.set_num_threads(1)  # threads start with it (and MKL's count is global)
-    pool = ThreadPoolExecutor(threads)
-    try:
-        yield pool.map
-    finally:
-        pool.shutdown(cancel_futures=True)
-        torch.set_num_threads(threads)
-
-
 @torch.inference_mode()  # as no_grad, and without autograd's version counters: 2-5% faster on a CPU
 def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", progress=None, erank=False,
             top_share=False):
@@ -314,9 +291,9 @@ def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", p
     (parallel_map). progress(done, total) is called after each batch, in order.
 
     erank and top_share (Result.erank, .top_share; None unless asked for) cost more than the rest together,
-    which is a few percent of the forward passes: on a 2-core CPU, the top share alone adds COST_TOP, and
-    the effective rank (one eigendecomposition per sequence and entry, which gives the top share too)
-    COST_ERANK (docs/performance.md).
+    a few percent of the forward passes. On one CPU thread the top share alone adds about 2% of them on a
+    GPT-2-small shape and 9% on config/small_base.py's; the effective rank (one eigendecomposition per
+    sequence and entry, which gives the top share too) 27% and 35% (docs/performance.md).
     """
     device = device or next(model.parameters()).device
     model.to(device)

@@ -1,4 +1,4 @@
-"""Tests of measure() on several CPU cores: batches side by side, one thread each (condensation.parallel_map),
+"""Tests of measure() on several CPU cores: batches side by side, one thread each (condense/parallel.py),
 give the Result one thread gives, bit for bit; errors reach the caller; torch's thread count comes back; with
 fewer batches than threads, they run one after the other on every thread.
 
