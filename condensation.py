@@ -82,8 +82,8 @@ def kendall(x, y):
 def layer_sums(h, lengths, bins, erank=False, top_share=False):
     """Sums over the sequences of a batch, for one hidden-state entry h (B, T, C) whose sequence b holds
     lengths[b] tokens (right padding beyond is ignored). Returns the sums of the per-sequence mean cosine,
-    effective rank and top share (0 for one not asked for), and the histogram counts of the ordered pairs
-    i != j (raw: cosines.histogram turns a sum of them into the bins).
+    effective rank and top share ((3,), 0 for one not asked for; (1,) when neither is), and the histogram
+    counts of the ordered pairs i != j (raw: cosines.histogram turns a sum of them into the bins).
 
     u_i = h_i / max(||h_i||, 1e-8); cos_ij = u_i . u_j; mean_cos = sum_{i != j} cos_ij / (n (n - 1)), where
     sum_{i != j} cos_ij = ||sum_i u_i||^2 - sum_i ||u_i||^2: the mean needs no matrix.
@@ -94,7 +94,7 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False):
     sum_i ||u_i||^2 (n, less any zero tokens). Both are opt-in, for their cost (measure()): the effective rank
     needs every sigma^2 (cosines.effective_rank), the top share only sigma_1^2 (cosines.top_eigenvalue)."""
     B, T, C = h.shape
-    h = h.float()
+    h = h if h.dtype == torch.float32 else h.float()
     lengths = lengths.tolist() if torch.is_tensor(lengths) else lengths  # measure() gives a list: no sync
     padded = min(lengths) < T  # full windows, the usual case, skip every mask
     norm = torch.linalg.vector_norm(h, dim=-1, keepdim=True)  # (B, T, 1)
@@ -110,16 +110,18 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False):
     ones = norm / clamped  # (B, T, 1)
     trace = (ones.mT @ ones).view(B)  # (B,)
     s = u.sum(1)  # (B, C)
-    mean_cos = (torch.linalg.vecdot(s, s) - trace).double() / pairs  # (B,)
+    mean_cos = (torch.linalg.vecdot(s, s) - trace) / pairs  # (B,)
     # the histogram leaves out every pair with a padding token, NaN for it
     counts = cosines.pair_counts(u.masked_fill(~valid[..., None], math.nan) if padded else u, bins, padded)
+    if not (erank or top_share):
+        return mean_cos.sum(0, keepdim=True), counts  # (1,): summarize reads the others as not asked for
     zero = mean_cos.new_zeros(())
     if erank:
         ranks, top = cosines.effective_rank(u)  # (B,) each; top: sigma_1^2
     else:
         ranks, top = zero, cosines.top_eigenvalue(u, trace) if top_share else zero
     top = top / trace.clamp_min(1e-12) if top_share else zero  # (B,)
-    return torch.stack([mean_cos.sum(), ranks.sum(), top.sum()]), counts
+    return torch.stack([mean_cos.sum(), ranks.sum(), top.sum()]).double(), counts
 
 
 def accumulate(totals, l, sums, counts):
@@ -140,7 +142,7 @@ def add_batch(totals, hidden, lengths, bins, **spectrum):
 def summarize(totals, num_sequences, num_tokens, name="", erank=False, top_share=False):
     """Averages, densities and rank correlations from the accumulated sums (one transfer off the device);
     None for a statistic not asked for."""
-    sums = torch.stack([s for s, _ in totals]).cpu().double() / num_sequences  # (L+1, 3)
+    sums = torch.stack([s for s, _ in totals]).cpu().double() / num_sequences  # (L+1, 3), or (L+1, 1)
     raw = torch.stack([c for _, c in totals]).cpu()  # (L+1, 2 * (bins + 2))
     counts = cosines.histogram(raw, raw.shape[1] // 2 - 2).double()  # (L+1, bins)
     width = 2 / counts.shape[1]

@@ -13,9 +13,9 @@ thread count is set before torch starts: "one thread per process" runs it with O
 and OpenBLAS's counts, which numpy's cosines in the package read), "all cores" with none set. The peak while
 measuring alone is read from /proc/self/status (VmHWM, reset once the model is loaded), less the size right
 then. Runs alternate (ours, theirs, theirs, ours, ...) and repeat; the tables give the median and the range (a
-shared CPU). The statistics' share is measured inside each of our runs, after its timed measurement, through
-the same measure() with the statistics replaced by nothing (no_statistics), alternating without, with,
-without, ...: each run with statistics against the mean of the two without around it. The authors' package
+shared CPU). The statistics' share is measured inside each of our runs, after its timed measurement, on the
+same windows, one per thread at a time, by measure() and by the same measure() with the statistics replaced by
+nothing (no_statistics), in turn: the median of the pairs' ratios. The authors' package
 (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run from its own virtual environment
 outside the repository, given by --authors_python; make it with
 
@@ -155,8 +155,10 @@ def small_model(tokenizer):
 
 def child_ours(a):
     """One measurement by measure(), the default statistics (with --spectrum erank and top_share too); prints
-    {seconds, peak_mib, ...}. With --share also the statistics' share of the forward passes, measured after
-    it by the same measure() with the statistics replaced by nothing, alternating: without, with, without."""
+    {seconds, peak_mib, ...}. With --share=K also the statistics' share of the forward passes, measured after
+    it on the same windows, a few at a time, by the same measure() and by it with the statistics replaced by
+    nothing, in turn (K rounds): the median of the pairs' ratios, so that a change in the machine's load
+    between two whole runs does not decide it."""
     start = time.perf_counter()
     sys.path.insert(0, ROOT)
     import torch
@@ -178,16 +180,23 @@ def child_ours(a):
     run()
     out = dict(seconds=time.perf_counter() - t0, peak_mib=peak_mib(), load_seconds=loading, loaded_mib=loaded,
                measure_peak_mib=status_mib("VmHWM"), threads=torch.get_num_threads())
-    if a.share:  # without, with, without, ..., without: each with-run against the mean of its neighbours
-        times = {"with": [], "without": []}
-        for kind in ["without", "with"] * a.share + ["without"]:
-            t0 = time.perf_counter()
-            with no_statistics() if kind == "without" else contextlib.nullcontext():
-                run()
-            times[kind].append(time.perf_counter() - t0)
-        out["forward_seconds"] = statistics.median(times["without"])
-        out["share"] = statistics.median(w / statistics.mean(times["without"][i:i + 2]) - 1
-                                         for i, w in enumerate(times["with"]))  # of the forward passes
+    if a.share:  # the same windows, a few at a time (one per thread), with and without statistics in turn
+        per_call = max(1, torch.get_num_threads())  # as many batches as threads: side by side, as in a run
+        groups = [seqs[i:i + per_call] for i in range(0, len(seqs), per_call)]
+        ratios, forward = [], 0.0
+        for k in range(a.share):
+            for i, group in enumerate(groups):
+                took = {}
+                for kind in ("with", "without") if (k + i) % 2 == 0 else ("without", "with"):
+                    t0 = time.perf_counter()
+                    with no_statistics() if kind == "without" else contextlib.nullcontext():
+                        measure(model, group, batch_size=a.batch_size, erank=a.spectrum, top_share=a.spectrum)
+                    took[kind] = time.perf_counter() - t0
+                ratios.append(took["with"] / took["without"])
+                forward += took["without"] / a.share
+        out["forward_seconds"] = forward
+        out["share"] = statistics.median(ratios) - 1  # of the forward passes
+        out["share_pairs"] = len(ratios)
     print(json.dumps(out))
 
 
@@ -259,7 +268,7 @@ def main(a):
                 for side in ("ours", "theirs") if i % 2 == 0 else ("theirs", "ours"):
                     python = sys.executable if side == "ours" else a.authors_python
                     r = run_child(a, python, f"--child={side}", f"--model={folder}/gpt2_12", "--n=16",
-                                  f"--batch_size={a.batch_size}", *(["--share=2"] if side == "ours" else []),
+                                  f"--batch_size={a.batch_size}", *(["--share=1"] if side == "ours" else []),
                                   threads=threads)
                     runs[side].append(r)
                     print(f"  {threads} thread(s), {side}: {r}", flush=True)
@@ -294,7 +303,7 @@ def main(a):
         for i in range(a.repeats):
             for threads in THREADS if i % 2 == 0 else reversed(THREADS):
                 r = run_child(a, sys.executable, "--child=ours", f"--model={folder}/gpt2_12", "--shape=small",
-                              "--n=16", f"--batch_size={a.batch_size}", "--share=5", threads=threads)
+                              "--n=16", f"--batch_size={a.batch_size}", "--share=4", threads=threads)
                 runs[threads].append(r)
                 print(f"  small, {threads} thread(s): {r}", flush=True)
         for threads in THREADS:
