@@ -218,6 +218,7 @@ def child_theirs(a):
 
 
 THREADS = {"1": "one thread per process (OMP_NUM_THREADS=1)", "all": f"all {os.cpu_count()} cores"}
+SHARE_ROUNDS = {"1": 1, "all": 3}  # rounds over the windows; on all cores each pair holds one window per core
 
 
 def run_child(a, python, *args, threads="all"):
@@ -268,7 +269,8 @@ def main(a):
                 for side in ("ours", "theirs") if i % 2 == 0 else ("theirs", "ours"):
                     python = sys.executable if side == "ours" else a.authors_python
                     r = run_child(a, python, f"--child={side}", f"--model={folder}/gpt2_12", "--n=16",
-                                  f"--batch_size={a.batch_size}", *(["--share=1"] if side == "ours" else []),
+                                  f"--batch_size={a.batch_size}",
+                                  *([f"--share={SHARE_ROUNDS[threads]}"] if side == "ours" else []),
                                   threads=threads)
                     runs[side].append(r)
                     print(f"  {threads} thread(s), {side}: {r}", flush=True)
