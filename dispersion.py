@@ -190,7 +190,8 @@ FAST_PATHS = {
 def check_settings(variant, **settings):
     """Raise ValueError naming the first meaningless argument of dispersion_loss (tau, clamp, margin,
     norm_weight, max_tokens), held to the range settings.RULES gives train.py's setting of the same name
-    (dispersion_tau, ..., dispersion_tokens): one definition of what each may be, for a notebook's call too."""
+    (dispersion_tau, ..., dispersion_tokens): one definition of what each may be, for a notebook's call
+    too."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown dispersion variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     for name, value in settings.items():

@@ -247,7 +247,8 @@ def test_hugging_face_gpt2_and_its_conversion_measure_the_same():
                                      bos_token_id=0, eos_token_id=0)
     hf = transformers.GPT2LMHeadModel(config)
     seqs = [torch.randint(100, (n,)) for n in (64, 20, 64, 7)]
-    a, b = measure(hf, seqs, batch_size=3, erank=True), measure(GPT.from_hf(hf), seqs, batch_size=3, erank=True)
+    a = measure(hf, seqs, batch_size=3, erank=True)
+    b = measure(GPT.from_hf(hf), seqs, batch_size=3, erank=True)
     assert len(a.mean_cos) == 3
     np.testing.assert_allclose(a.mean_cos, b.mean_cos, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(a.hist, b.hist, atol=1e-4)

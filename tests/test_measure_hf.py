@@ -351,7 +351,8 @@ def test_shipped_survey_file_reads():
     assert all(len(models) >= 2 for models in families.values())
     pairs, roles = read_survey(os.path.join(ROOT, "studies", "distill_survey.py"))  # the paper's four pairs
     assert len(pairs) == 4 and roles == ("base", "DeepSeek-R1 distilled")
-    assert all(distilled.startswith("deepseek-ai/DeepSeek-R1-Distill-Qwen-") for _, distilled in pairs.values())
+    prefix = "deepseek-ai/DeepSeek-R1-Distill-Qwen-"
+    assert all(distilled.startswith(prefix) for _, distilled in pairs.values())
 
 
 def test_measure_speed_for_bench_reports_the_statistics_share():
