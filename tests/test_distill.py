@@ -9,7 +9,6 @@ import copy
 import json
 import os
 import random
-import runpy
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from configurator import ConfigError
 from data.common import prepare_text, read_meta
 from model import GPT, GPTConfig
 from settings import check_config, defaults
+from test_hardening import run  # a script in this interpreter, as test_hardening.py runs them
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}  # nothing here may reach the network
@@ -308,21 +308,9 @@ def assert_clean_error(result, *words):
 
 
 def run_in_process(*args):
-    """train.py in this interpreter (runpy, as test_hardening.py does: a subprocess costs seconds of imports);
-    the message of its sys.exit, or None if it ran to its end."""
-    argv = sys.argv
-    sys.argv = ["train.py", *TINY, *map(str, args)]
-    cwd = os.getcwd()
-    os.chdir(REPO)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            runpy.run_path(str(REPO / "train.py"), run_name="__main__")
-    except SystemExit as e:
-        return e.code
-    finally:
-        sys.argv = argv
-        os.chdir(cwd)
-    return None
+    """train.py in this interpreter (a subprocess costs seconds of imports): the message of its sys.exit, or
+    None if it ran to its end."""
+    return run("train.py", *TINY, *args)
 
 
 def assert_one_sentence(code, *words):
