@@ -217,8 +217,8 @@ def get_lr(it):
 def forward(m, x, y):
     """(cross-entropy, kd, geometry, dispersion), each unweighted; a term that is off is a zero tensor."""
     with autocast:
-        # (logits, ce, hidden states), hidden None unless the dispersion or geometry term reads them
-        logits, ce, hidden = (*m(x, y, return_hidden=bool(disp_layers) or geometry), None)[:3]
+        out = m(x, y, return_hidden=bool(disp_layers) or geometry)  # hidden states only if a term reads them
+        logits, ce, hidden = out if len(out) == 3 else (*out, None)
         zero = torch.zeros((), device=ce.device)
         kd, geo = (distill_terms(teacher, x, logits, hidden[-1] if geometry else None, distill_temperature)
                    if teacher else (zero, zero))
@@ -383,8 +383,8 @@ while True:
         mfu = (raw_model.flops_per_token(block_size) * tokens_per_iter / world_size / (ms / 1000) / peak
                if peak else None)
         head, tail = progress.line(iter_num, ms)  # 'iter 50/1800 (2.8%)' and ', elapsed 12s, eta 3m41s'
-        print(f"{head}: loss {total:.4f} (ce {ce_val:.4f}, " + f"kd {kd_val:.4f}, " * bool(teacher)
-              + f"geometry {geo_val:.4f}, " * geometry + f"disp {disp_val:.4f}), lr {lr:.2e}, "
+        print(f"{head}: loss {total:.4f} (ce {ce_val:.4f}, " + (f"kd {kd_val:.4f}, " if teacher else "")
+              + (f"geometry {geo_val:.4f}, " if geometry else "") + f"disp {disp_val:.4f}), lr {lr:.2e}, "
               f"{ms:.0f} ms/iter, {tokens_per_iter / (ms / 1000):,.0f} tok/s"
               + (f", MFU {100 * mfu:.1f}%" if mfu else "") + tail)
         log_record({"iter": iter_num, "loss": total, "ce": ce_val, "kd": kd_val, "geometry": geo_val,

@@ -95,8 +95,8 @@ def geometry_loss(student_hidden, teacher_hidden):
         c_s, c_t = (F.normalize(h.float(), dim=-1, eps=1e-8) for h in (student_hidden, teacher_hidden))
         diff = c_s @ c_s.transpose(1, 2) - c_t @ c_t.transpose(1, 2)  # (B, T, T)
         B, T, _ = diff.shape
-        off = ~torch.eye(T, dtype=torch.bool, device=diff.device)  # the diagonal is 1 - 1 on both sides
-        return diff.square().masked_fill(~off, 0).sum() / (B * T * (T - 1))
+        diagonal = torch.eye(T, dtype=torch.bool, device=diff.device)  # 1 - 1 there, on both sides
+        return diff.square().masked_fill(diagonal, 0).sum() / (B * T * (T - 1))
 
 
 def distill_terms(teacher, x, logits, hidden, temperature):

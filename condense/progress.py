@@ -9,7 +9,8 @@ import sys
 import time
 
 # seconds: a CPU run estimated to take longer is sized for a GPU, and told so. config/small_disp.py is
-# estimated at 14 hours on a 2-core CPU, config/tiny_disp.py at 5 minutes (and took 4 to 5).
+# estimated at 14 hours on a 2-core CPU, config/tiny_disp.py at 2 minutes (it took 127 s; 250-319 s under
+# load).
 SLOW_ON_A_CPU = 2 * 3600
 
 
