@@ -79,11 +79,13 @@ def kendall(x, y):
     return s / math.sqrt(nx * ny) if nx > 0 and ny > 0 else 0.0
 
 
-def layer_sums(h, lengths, bins, erank=False, top_share=False):
+def layer_sums(h, lengths, bins, erank=False, top_share=False, scratch=None):
     """Sums over the sequences of a batch, for one hidden-state entry h (B, T, C) whose sequence b holds
     lengths[b] tokens (right padding beyond is ignored). Returns the sums of the per-sequence mean cosine,
     effective rank and top share ((3,), 0 for one not asked for; (1,) when neither is), and the histogram
-    counts of the ordered pairs i != j (raw: cosines.histogram turns a sum of them into the bins).
+    counts of the ordered pairs i != j (raw: cosines.histogram turns a sum of them into the bins). scratch: a
+    dict the caller keeps between calls on hidden states of one shape (measure(): one per batch), in which
+    the histogram's buffers are kept for the next call (cosines.PairCounts).
 
     u_i = h_i / max(||h_i||, 1e-8); cos_ij = u_i . u_j; mean_cos = sum_{i != j} cos_ij / (n (n - 1)), where
     sum_{i != j} cos_ij = ||sum_i u_i||^2 - sum_i ||u_i||^2: the mean needs no matrix.
@@ -95,15 +97,19 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False):
     needs every sigma^2 (cosines.effective_rank), the top share only sigma_1^2 (cosines.top_eigenvalue)."""
     B, T, C = h.shape
     h = h if h.dtype == torch.float32 else h.float()
+    scratch = {} if scratch is None else scratch
+    if "pairs" not in scratch or not scratch["pairs"].fits(h, bins):
+        scratch["pairs"] = cosines.PairCounts(B, T, C, bins, h.device)
+    pair_counts = scratch["pairs"]
     lengths = lengths.tolist() if torch.is_tensor(lengths) else lengths  # measure() gives a list: no sync
     padded = min(lengths) < T  # full windows, the usual case, skip every mask
     norm = torch.linalg.vector_norm(h, dim=-1, keepdim=True)  # (B, T, 1)
     clamped = norm.clamp_min(1e-8)
-    u = h / clamped  # (B, T, C), as F.normalize
+    u = torch.div(h, clamped, out=pair_counts.u)  # (B, T, C), as F.normalize, where the histogram reads it
     pairs = T * (T - 1)  # n (n - 1)
     if padded:
         valid = torch.arange(T, device=h.device) < torch.tensor(lengths, device=h.device)[:, None]  # (B, T)
-        u = u * valid[..., None]  # padding -> 0
+        u.mul_(valid[..., None])  # padding -> 0
         clamped = clamped.masked_fill(~valid[..., None], math.inf)  # norm / inf = 0 in the trace below
         pairs = torch.tensor([n * (n - 1) for n in lengths], device=h.device)  # (B,)
     # sum_i ||u_i||^2, about n: ||u_i|| = ||h_i|| / max(||h_i||, 1e-8), 1 but for a (near) zero token
@@ -111,17 +117,18 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False):
     trace = (ones.mT @ ones).view(B)  # (B,)
     s = u.sum(1)  # (B, C)
     mean_cos = (torch.linalg.vecdot(s, s) - trace) / pairs  # (B,)
-    # the histogram leaves out every pair with a padding token, NaN for it
-    counts = cosines.pair_counts(u.masked_fill(~valid[..., None], math.nan) if padded else u, bins, padded)
-    if not (erank or top_share):
-        return mean_cos.sum(0, keepdim=True), counts  # (1,): summarize reads the others as not asked for
-    zero = mean_cos.new_zeros(())
-    if erank:
-        ranks, top = cosines.effective_rank(u)  # (B,) each; top: sigma_1^2
-    else:
-        ranks, top = zero, cosines.top_eigenvalue(u, trace) if top_share else zero
-    top = top / trace.clamp_min(1e-12) if top_share else zero  # (B,)
-    return torch.stack([mean_cos.sum(), ranks.sum(), top.sum()]).double(), counts
+    sums = mean_cos.sum(0, keepdim=True)  # (1,): summarize reads the others as not asked for
+    if erank or top_share:
+        zero = mean_cos.new_zeros(())
+        if erank:
+            ranks, top = cosines.effective_rank(u)  # (B,) each; top: sigma_1^2
+        else:
+            ranks, top = zero, cosines.top_eigenvalue(u, trace) if top_share else zero
+        top = top / trace.clamp_min(1e-12) if top_share else zero  # (B,)
+        sums = torch.stack([mean_cos.sum(), ranks.sum(), top.sum()]).double()
+    if padded:  # the histogram leaves out every pair with a padding token, NaN for it
+        u.masked_fill_(~valid[..., None], math.nan)
+    return sums, pair_counts(padded)
 
 
 def accumulate(totals, l, sums, counts):
@@ -222,8 +229,8 @@ def stream_hidden(model, x, consume, blocks):
     is the output of the final norm: our ln_f, or a transformers base model's last_hidden_state. That is the
     convention of output_hidden_states (docs/condensation.md, section 1), but nothing holds an entry after
     consume returns, so memory does not grow with depth. Only the base model runs (no output head; our GPT's
-    head sees the last position only), without a KV cache. blocks: find_blocks(model); with None, a
-    transformers model's output_hidden_states is used instead, which holds all L + 1 entries at once."""
+    head sees the last position only), without a KV cache. blocks: find_blocks(model); with None, a transformers model's output_hidden_states is used instead, which
+    holds all L + 1 entries at once."""
     with hidden_stream(model, blocks) as run:
         run(x, consume)
 
@@ -315,9 +322,9 @@ def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", p
     def batch_sums(group):  # entry by entry, the sums of one batch; run: hidden_stream's, opened below
         with torch.inference_mode():  # (thread-local)
             x = pad_sequence(group, batch_first=True).to(device)  # (B, T) right-padded with token 0
-            lengths = [len(s) for s in group]
-            sums = []
-            run(x, lambda l, h: accumulate(sums, l, *layer_sums(h, lengths, bins, **spectrum)))
+            lengths, sums, scratch = [len(s) for s in group], [], {}  # the entries share scratch's buffers
+            run(x, lambda l, h: accumulate(sums, l, *layer_sums(h, lengths, bins, scratch=scratch,
+                                                                **spectrum)))
             return sums
 
     totals, done = [], 0

@@ -21,15 +21,17 @@ def split(T, leaf=32):
     return levels, T
 
 
-def pair_counts(u, bins, padded=False):
-    """Histogram counts of cos_ij = u_i . u_j over the ordered pairs i != j of each sequence, on `bins`
-    equal bins of [-1, 1], summed over the batch: the counts torch.histc gives on the matrix with its
-    diagonal left out, to the last count. With padded, every pair with a token whose u is NaN is left out.
+class PairCounts:
+    """Histogram counts of cos_ij = u_i . u_j over the ordered pairs i != j of each sequence, on `bins` equal
+    bins of [-1, 1], summed over the batch: the counts torch.histc gives on the matrix with its diagonal left
+    out, to the last count. For one shape (B, T, C): write the unit vectors into .u, then call it; every
+    buffer and view is made once, so the L + 1 hidden states of a batch reuse them (measure() keeps one per
+    batch) and a call is a dozen operations.
 
     Returned raw, (2 * (bins + 2),) int64: in the first half, slot k < bins counts the pairs in bin k, slot
     bins those at exactly +1 (bin bins - 1, as in histc), slot bins + 1 those left out; the second half
     counts the same for pairs that each stand for two (i, j and j, i). histogram() turns a sum of them into
-    the bins.
+    the bins. With padded, every pair with a token whose u is NaN is left out.
 
     Why it is fast: G is symmetric, so only its lower triangle is computed, in a few large matrix products.
     Split the T tokens in two halves: the block (second half) x (first half) holds one of each pair across
@@ -38,26 +40,47 @@ def pair_counts(u, bins, padded=False):
     whole matrix. The bins come from one pass, k = int((cos + 1) * bins / 2) (histc's formula; halving
     commutes with rounding), and torch.bincount, 3-4x faster than histc.
     """
-    B, T, C = u.shape
-    levels, b = split(T)
-    blocks = [T >> (k + 1) for k in range(levels)]  # level k: 2**k pairs of sibling blocks of m tokens
-    across = sum(B * (T // (2 * m)) * m * m for m in blocks)  # pairs that stand for two
-    out = u.new_full((across + B * T * b,), bins / 2)  # each product lands on it: (cos + 1) * bins / 2
-    start = 0
-    for m in blocks:
-        first, second = u.view(-1, 2, m, C).unbind(1)  # (B * 2**k, m, C) each: the two halves of a block
-        block = out[start:start + first.shape[0] * m * m].view(-1, m, m)
-        block.baddbmm_(second, first.mT, alpha=bins / 2)
-        start += block.numel()
-    leaves = u.view(-1, b, C)  # (B * T / b, b, C)
-    diagonal = out[across:].view(-1, b, b)
-    diagonal.baddbmm_(leaves, leaves.mT, alpha=bins / 2)
-    diagonal.diagonal(dim1=1, dim2=2).fill_(bins + 1)
-    if padded:
-        out.nan_to_num_(bins + 1)
-    slots = out.to(torch.int32)
-    slots[:across] += bins + 2
-    return torch.bincount(slots, minlength=2 * (bins + 2))
+
+    def __init__(self, B, T, C, bins, device):
+        self.shape, self.bins = (B, T, C), bins
+        levels, b = split(T)
+        blocks = [T >> (k + 1) for k in range(levels)]  # level k: 2**k pairs of sibling blocks of m tokens
+        self.across = sum(B * (T // (2 * m)) * m * m for m in blocks)  # pairs that stand for two
+        self.u = torch.empty(B, T, C, device=device)
+        self.out = torch.empty(self.across + B * T * b, device=device)  # (cos + 1) * bins / 2, pair by pair
+        self.products, start = [], 0  # (where, left, right): where += bins / 2 * left @ right
+        for m in blocks:
+            first, second = self.u.view(-1, 2, m, C).unbind(1)  # (B * 2**k, m, C) each: a block's halves
+            self.products.append((self.out[start:start + first.shape[0] * m * m].view(-1, m, m), second,
+                                  first.mT))
+            start += first.shape[0] * m * m
+        leaves = self.u.view(-1, b, C)  # (B * T / b, b, C)
+        diagonal = self.out[self.across:].view(-1, b, b)
+        self.products.append((diagonal, leaves, leaves.mT))
+        self.self_pairs = diagonal.diagonal(dim1=1, dim2=2)  # i = j: left out
+        self.slots = torch.empty(self.out.shape, dtype=torch.int32, device=device)
+
+    def fits(self, u, bins):
+        return u.shape == self.shape and bins == self.bins and u.device == self.u.device
+
+    def __call__(self, padded=False):
+        bins = self.bins
+        self.out.fill_(bins / 2)
+        for where, left, right in self.products:
+            where.baddbmm_(left, right, alpha=bins / 2)
+        self.self_pairs.fill_(bins + 1)
+        if padded:
+            self.out.nan_to_num_(bins + 1)
+        self.slots.copy_(self.out)  # int((cos + 1) * bins / 2), rounded toward 0 as histc does
+        return torch.cat([torch.bincount(self.slots[self.across:], minlength=bins + 2),
+                          torch.bincount(self.slots[:self.across], minlength=bins + 2)])
+
+
+def pair_counts(u, bins, padded=False):
+    """PairCounts for one batch of unit vectors u (B, T, C), once."""
+    counts = PairCounts(*u.shape, bins, u.device)
+    counts.u.copy_(u)
+    return counts(padded)
 
 
 def histogram(counts, bins):

@@ -185,6 +185,32 @@ def test_each_statistic_matches_its_float64_definition(case):
     assert hidden_stats(hidden, lengths).erank is None and lanczos.erank is None
 
 
+def test_pair_counts_are_histc_of_the_matrix_without_its_diagonal_to_the_last_count():
+    """cosines.PairCounts' triangle of blocks and bincount against torch.histc on each whole cosine matrix
+    with its diagonal taken out, on lengths that halve down to the leaves and lengths that do not, with
+    padding; one PairCounts reused for hidden states of its shape, as measure() reuses it, and remade when
+    the shape changes (layer_sums' scratch)."""
+    from condense import cosines
+    from condensation import layer_sums
+    g, bins, scratch = torch.Generator().manual_seed(0), 128, {}
+    for B, T, C, lengths in ((1, 512, 64, None), (3, 96, 32, None), (2, 37, 16, None), (3, 64, 24, [64, 9, 2]),
+                             (3, 64, 24, None)):
+        h = torch.randn(C, generator=g) + torch.randn(B, T, C, generator=g)
+        lengths = lengths or [T] * B
+        expected = torch.zeros(bins, dtype=torch.long)
+        for b, n in enumerate(lengths):
+            u = F.normalize(h[b, :n], dim=-1)
+            cos = (u @ u.T)[~torch.eye(n, dtype=torch.bool)]
+            expected += torch.histc(cos, bins=bins, min=-1, max=1).long()
+        for _ in range(2):  # the second time through the same buffers
+            _, raw = layer_sums(h, lengths, bins, scratch=scratch)
+            assert torch.equal(cosines.histogram(raw, bins), expected), (B, T, C, lengths)
+            assert scratch["pairs"].shape == (B, T, C)
+        if lengths == [T] * B:
+            assert torch.equal(cosines.histogram(cosines.pair_counts(F.normalize(h, dim=-1), bins), bins),
+                               expected)
+
+
 # -----------------------------------------------------------------------------
 # measure() on models
 
