@@ -23,7 +23,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from condense import cosines
-from condense.parallel import parallel_map
+from condense.parallel import keep_freed_memory, parallel_map
 from model import GPT
 
 # -----------------------------------------------------------------------------
@@ -228,8 +228,9 @@ def stream_hidden(model, x, consume, blocks):
     the moment the forward pass produces it. Entry l < L is the input of block l (a forward pre-hook); entry L
     is the output of the final norm: our ln_f, or a transformers base model's last_hidden_state. That is the
     convention of output_hidden_states (docs/condensation.md, section 1), but nothing holds an entry after
-    consume returns, so memory does not grow with depth. Only the base model runs (no output head; our GPT's
-    head sees the last position only), without a KV cache. blocks: find_blocks(model); with None, a transformers model's output_hidden_states is used instead, which
+    consume returns, so memory does not grow with depth. Only the base model runs, without a KV cache: no output
+    head (our GPT's is handed no positions; on one position it cost 16% of config/small_base.py's forward).
+    blocks: find_blocks(model); with None, a transformers model's output_hidden_states is used instead, which
     holds all L + 1 entries at once."""
     with hidden_stream(model, blocks) as run:
         run(x, consume)
@@ -267,7 +268,7 @@ def hidden_stream(model, blocks):
         for l, block in enumerate(blocks or [])]
     if blocks is not None and isinstance(model, GPT):
         handles.append(model.transformer.ln_f.register_forward_hook(lambda m, a, out: hand(len(blocks), out)))
-        handles.append(model.lm_head.register_forward_pre_hook(lambda m, args: (args[0][:, -1:],)))
+        handles.append(model.lm_head.register_forward_pre_hook(lambda m, args: (args[0][:, :0],)))
     try:
         yield run
     finally:
@@ -297,7 +298,8 @@ def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", p
     right-padded, which the causal mask keeps from changing earlier positions, and padding is left out of
     every statistic. Each hidden state is reduced to sums as the forward pass produces it (stream_hidden), so
     memory grows neither with depth nor with N. On a CPU, batches run side by side, one per core
-    (parallel_map). progress(done, total) is called after each batch, in order.
+    (parallel_map), and glibc is asked to keep freed memory for the next layer (keep_freed_memory: the
+    process keeps its peak heap). progress(done, total) is called after each batch, in order.
 
     erank and top_share (Result.erank, .top_share; None unless asked for) cost more than the rest together,
     a few percent of the forward passes. On one CPU thread the top share alone adds about 2% of them on a
@@ -306,6 +308,8 @@ def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", p
     """
     device = device or next(model.parameters()).device
     model.to(device)
+    if torch.device(device).type == "cpu":
+        keep_freed_memory()  # page faults were 5-8% of a measurement's time (condense/parallel.py)
     seqs = check_sequences(sequences, *model_limits(model))
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     was_training = model.training
