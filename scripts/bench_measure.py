@@ -15,7 +15,10 @@ measuring alone is read from /proc/self/status (VmHWM, reset once the model is l
 then. Runs alternate (ours, theirs, theirs, ours, ...) and repeat; the tables give the median and the range (a
 shared CPU). The statistics' share is measured inside each of our runs, after its timed measurement, on the
 same windows, one per thread at a time, by measure() and by the same measure() with the statistics replaced by
-nothing (no_statistics), in turn: the median of the pairs' ratios. The authors' package
+nothing (no_statistics), in turn: the median of the pairs' ratios. Beside it, from the same runs, the time
+spent inside the statistics against the rest (timed_statistics): it misses what the statistics cost the
+forward passes around them (caches), but no change in the machine's load between two runs moves it. The
+authors' package
 (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run from its own virtual environment
 outside the repository, given by --authors_python; make it with
 
@@ -96,6 +99,28 @@ def no_statistics():
         torch.zeros(3), torch.zeros(2 * (bins + 2), dtype=torch.long))  # the raw counts' shape
     try:
         yield
+    finally:
+        condensation.layer_sums = real
+
+
+@contextlib.contextmanager
+def timed_statistics():
+    """measure() with the time spent in each hidden state's statistics added up, over every thread: yields a
+    dict whose "seconds" grows as they run."""
+    import threading
+    import condensation
+    real, lock, spent = condensation.layer_sums, threading.Lock(), {"seconds": 0.0}
+
+    def layer_sums(*args, **kwargs):
+        t0 = time.perf_counter()
+        out = real(*args, **kwargs)
+        with lock:
+            spent["seconds"] += time.perf_counter() - t0
+        return out
+
+    condensation.layer_sums = layer_sums
+    try:
+        yield spent
     finally:
         condensation.layer_sums = real
 
@@ -183,20 +208,23 @@ def child_ours(a):
     if a.share:  # the same windows, a few at a time (one per thread), with and without statistics in turn
         per_call = max(1, torch.get_num_threads())  # as many batches as threads: side by side, as in a run
         groups = [seqs[i:i + per_call] for i in range(0, len(seqs), per_call)]
-        ratios, forward = [], 0.0
+        ratios, forward, inside, busy = [], 0.0, 0.0, 0.0
         for k in range(a.share):
             for i, group in enumerate(groups):
                 took = {}
                 for kind in ("with", "without") if (k + i) % 2 == 0 else ("without", "with"):
                     t0 = time.perf_counter()
-                    with no_statistics() if kind == "without" else contextlib.nullcontext():
+                    with no_statistics() if kind == "without" else timed_statistics() as spent:
                         measure(model, group, batch_size=a.batch_size, erank=a.spectrum, top_share=a.spectrum)
                     took[kind] = time.perf_counter() - t0
+                    if kind == "with":  # the threads' time: side by side, or every thread on each batch
+                        inside, busy = inside + spent["seconds"], busy + took[kind] * per_call
                 ratios.append(took["with"] / took["without"])
                 forward += took["without"] / a.share
         out["forward_seconds"] = forward
         out["share"] = statistics.median(ratios) - 1  # of the forward passes
         out["share_pairs"] = len(ratios)
+        out["share_inside"] = inside / (busy - inside)  # time in the statistics / the rest, in the same runs
     print(json.dumps(out))
 
 
@@ -242,8 +270,10 @@ def summary(runs, key, scale=1, digits=1):
 
 
 def share_line(runs):
-    """The statistics' share of the forward passes, median (min - max) in percent."""
-    return f"{summary(runs, 'share', 100)}% of the forward passes"
+    """The statistics' share of the forward passes, median (min - max) in percent: by the runs with and
+    without them, and by the time inside them against the rest of the same runs."""
+    return (f"{summary(runs, 'share', 100)}% of the forward passes (timed inside them: "
+            f"{summary(runs, 'share_inside', 100)}%)")
 
 
 def main(a):
