@@ -38,7 +38,9 @@ class PairCounts:
     the halves; split each half again, all blocks of one level in one batched product, down to blocks of
     `leaf` tokens, whose small diagonal blocks are computed whole: for T = 512, 53% of the products of the
     whole matrix. The bins come from one pass, k = int((cos + 1) * bins / 2) (histc's formula; halving
-    commutes with rounding), and torch.bincount, 3-4x faster than histc.
+    commutes with rounding), and on a CPU torch.bincount, 3-4x faster than histc. On a GPU, bincount (and
+    histc) read the largest value back to the host, which would stop the forward pass at every hidden
+    state until the device caught up; index_add_ into the slots needs no such wait.
     """
 
     def __init__(self, B, T, C, bins, device):
@@ -58,7 +60,9 @@ class PairCounts:
         diagonal = self.out[self.across:].view(-1, b, b)
         self.products.append((diagonal, leaves, leaves.mT))
         self.self_pairs = diagonal.diagonal(dim1=1, dim2=2)  # i = j: left out
-        self.slots = torch.empty(self.out.shape, dtype=torch.int32, device=device)
+        self.on_cpu = torch.device(device).type == "cpu"
+        index = torch.int32 if self.on_cpu else torch.long  # bincount's, or index_add_'s
+        self.slots = torch.empty(self.out.shape, dtype=index, device=device)
 
     def fits(self, u, bins):
         return u.shape == self.shape and bins == self.bins and u.device == self.u.device
@@ -72,8 +76,12 @@ class PairCounts:
         if padded:
             self.out.nan_to_num_(bins + 1)
         self.slots.copy_(self.out)  # int((cos + 1) * bins / 2), rounded toward 0 as histc does
-        return torch.cat([torch.bincount(self.slots[self.across:], minlength=bins + 2),
-                          torch.bincount(self.slots[:self.across], minlength=bins + 2)])
+        if self.on_cpu:
+            return torch.cat([torch.bincount(self.slots[self.across:], minlength=bins + 2),
+                              torch.bincount(self.slots[:self.across], minlength=bins + 2)])
+        self.slots[:self.across] += bins + 2  # into the second half
+        ones = torch.ones((), dtype=torch.long, device=self.slots.device).expand(self.slots.shape)
+        return self.slots.new_zeros(2 * (bins + 2)).index_add_(0, self.slots, ones)
 
 
 def pair_counts(u, bins, padded=False):

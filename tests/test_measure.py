@@ -209,6 +209,10 @@ def test_pair_counts_are_histc_of_the_matrix_without_its_diagonal_to_the_last_co
         if lengths == [T] * B:
             assert torch.equal(cosines.histogram(cosines.pair_counts(F.normalize(h, dim=-1), bins), bins),
                                expected)
+            gpu_way = cosines.PairCounts(B, T, C, bins, "cpu")  # index_add_, as on a GPU, here on the CPU
+            gpu_way.on_cpu, gpu_way.slots = False, gpu_way.slots.long()
+            gpu_way.u.copy_(F.normalize(h, dim=-1))
+            assert torch.equal(cosines.histogram(gpu_way(), bins), expected)
 
 
 # -----------------------------------------------------------------------------
