@@ -49,7 +49,7 @@ from dispersion import VARIANTS, select_layers
 from measure import data_meta
 from model import GPT
 from scripts.bench_loss import bench_memory, bench_term, cuda_term_peak, fmt, memory_table, sync, term_table
-from scripts.bench_measure import measure_speed
+from scripts.bench_measure_gpu import measure_speed
 from settings import HELP, check_ranges, defaults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository

@@ -6,6 +6,7 @@ shape); peak memory as depth and the number of sequences grow.
 
     python -m scripts.bench_measure                          # everything below, into out/bench_measure.md
     python -m scripts.bench_measure --repeats=5 --sections=authors  # only the side-by-side runs
+    python -m scripts.bench_measure --sections=gpu --device=cuda  # batched on a GPU: bench_measure_gpu.py
 
 Each run is a separate process (`python -m scripts.bench_measure --child=...`), so its peak resident size
 (ru_maxrss: Python, torch, transformers, the model and everything measure() allocates) is its own, and its
@@ -18,9 +19,8 @@ same windows, one per thread at a time, by measure() and by the same measure() w
 nothing (no_statistics), in turn: the median of the pairs' ratios. Beside it, from the same runs, the time
 spent inside the statistics against the rest (timed_statistics): it misses what the statistics cost the
 forward passes around them (caches), but no change in the machine's load between two runs moves it. The
-authors' package
-(pip `embedding-condensation==2.0`, which pins transformers<4.48) is run from its own virtual environment
-outside the repository, given by --authors_python; make it with
+authors' package (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run from its own virtual
+environment outside the repository, given by --authors_python; make it with
 
     python -m venv --system-site-packages /tmp/authvenv && \
         /tmp/authvenv/bin/pip install embedding-condensation==2.0
@@ -45,16 +45,19 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 
-def write_texts(path, n=128, chars=3000):
-    """n pieces of Shakespeare's validation text of `chars` characters (about 800 GPT-2 tokens, cut to 512),
-    into a JSON file that every run reads."""
+def write_texts(path, n=128, chars=3000, data_dir=""):
+    """n pieces of Shakespeare's validation text (or data_dir's) of `chars` characters (about 800 GPT-2
+    tokens, cut to 512), into a JSON file that every run reads."""
     sys.path.insert(0, ROOT)
     from data.common import prepare_default
     from measure import val_text
-    folder = os.path.join(ROOT, "data", "shakespeare")
+    folder = data_dir or os.path.join(ROOT, "data", "shakespeare")
+    if data_dir and not os.path.exists(os.path.join(folder, "meta.json")):
+        raise SystemExit(f"error: --data_dir={data_dir} holds no prepared data set (meta.json).")
     if not os.path.exists(os.path.join(folder, "meta.json")):
         prepare_default("shakespeare")
     text = val_text(folder)
+    text *= n * chars // len(text) + 1  # pieces past its end wrap around to its start, cut elsewhere
     with open(path, "w") as f:
         json.dump([text[i * chars:(i + 1) * chars] for i in range(n)], f)
 
@@ -123,30 +126,6 @@ def timed_statistics():
         yield spent
     finally:
         condensation.layer_sums = real
-
-
-def measure_speed(model, sequences, batch_size, device, sync, repeats=3):
-    """measure()'s median wall time in ms on sequences (N, T), and the share of its statistics: 1 - the time
-    of the same forward passes with the statistics replaced by nothing / the whole. For scripts/bench.py's
-    report."""
-    from condensation import measure
-
-    def timed(fn):
-        times = []
-        for _ in range(repeats + 1):  # the first is a warm-up
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times.append(1000 * (time.perf_counter() - t0))
-        return statistics.median(times[1:])
-
-    total = timed(lambda: measure(model, sequences, batch_size=batch_size, device=device))
-    with no_statistics():
-        forward = timed(lambda: measure(model, sequences, batch_size=batch_size, device=device))
-    n, T = sequences.shape
-    return dict(sequences=n, seq_len=T, ms=total, sequences_per_s=n / (total / 1000),
-                tokens_per_s=n * T / (total / 1000), statistics_share=min(1.0, max(0.0, 1 - forward / total)))
 
 
 def peak_mib():
@@ -233,14 +212,18 @@ def child_theirs(a):
     start = time.perf_counter()
     import transformers
     from embedding_condensation import measure_embedding_condensation
-    model = transformers.AutoModel.from_pretrained(a.model)
+    model = transformers.AutoModel.from_pretrained(a.model).to(a.device)  # the package runs where it is
     model.eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(a.model)
     loaded = status_mib("VmRSS")
     reset_peak()
+    run = lambda n: measure_embedding_condensation(model, tokenizer, texts=texts(a)[:n], repetitions=n,
+                                                   max_length=512, plot=False, save_path=None,
+                                                   show_progress=False)
+    if a.device != "cpu":  # on a GPU, one window first: CUDA's start and kernel choices, as our warm-up
+        run(1)
     t0 = time.perf_counter()
-    measure_embedding_condensation(model, tokenizer, texts=texts(a), repetitions=a.n, max_length=512,
-                                   plot=False, save_path=None, show_progress=False)
+    run(a.n)
     print(json.dumps(dict(seconds=time.perf_counter() - t0, peak_mib=peak_mib(), load_seconds=t0 - start,
                           loaded_mib=loaded, measure_peak_mib=status_mib("VmHWM"))))
 
@@ -278,13 +261,18 @@ def share_line(runs):
 
 def main(a):
     folder = os.path.join(a.out_dir, "bench_measure")
+    os.makedirs(folder, exist_ok=True)
     load = [os.getloadavg()[0]]
     lines = [f"command: python -m scripts.bench_measure {' '.join(sys.argv[1:])}",
              f"machine: {os.cpu_count()} CPU cores, torch threads default; load average (1 min) at start "
              f"{load[0]:.2f}"]
-    sections = a.sections.split(",")
-    make_model(f"{folder}/gpt2_12", 12)
-    write_texts(f"{folder}/texts.json")
+    sections, numbers = a.sections.split(","), {}
+    if "gpu" in sections:
+        from scripts.bench_measure_gpu import device_line, gpu_section
+        lines.append(device_line(a))  # (it checks --device first)
+    if set(sections) - {"gpu"}:  # the gpu section makes a model of its own depth (--layers)
+        make_model(f"{folder}/gpt2_12", 12)
+    write_texts(f"{folder}/texts.json", n=max(128, a.windows), data_dir=a.data_dir)
     if "authors" in sections:
         lines += ["", "GPT-2-small shape (12 x 768, random weights), 16 sequences of 512 tokens, "
                       f"{a.repeats} runs each, alternating; median (min - max). Peak RSS: the whole "
@@ -363,11 +351,17 @@ def main(a):
             print(f"  {layers} layers, N={n}: {r}", flush=True)
             lines.append(f"| {layers} | {n} | {r['seconds']:.1f} | {r['peak_mib']:.0f} | "
                          f"{r['loaded_mib']:.0f} | {r['measure_peak_mib'] - r['loaded_mib']:.0f} |")
+    if "gpu" in sections:
+        more, numbers["gpu"] = gpu_section(a, folder)
+        lines += more
     lines.append(f"\nload average (1 min) at the end {os.getloadavg()[0]:.2f}")
     report = "\n".join(lines)
     print("\n" + report)
     with open(os.path.join(a.out_dir, "bench_measure.md"), "w") as f:
         f.write(report + "\n")
+    if numbers:  # for scripts/gpu_suite.py
+        with open(os.path.join(a.out_dir, "bench_measure.json"), "w") as f:
+            json.dump(numbers, f, indent=1)
     print(f"\nwrote {os.path.join(a.out_dir, 'bench_measure.md')}")
 
 
@@ -377,10 +371,15 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=3, help="runs per side in the side-by-side section")
     parser.add_argument("--batch_size", type=int, default=1, help="our sequences per forward pass")
     parser.add_argument("--sections", default="authors,small,batch,scaling",
-                        help="authors, small, batch and/or scaling")
+                        help="authors, small, batch, scaling and/or gpu (not by default)")
+    parser.add_argument("--device", default="cpu", help="where the gpu section runs: cpu or cuda")
+    parser.add_argument("--windows", type=int, default=64, help="windows of 512 tokens in the gpu section")
+    parser.add_argument("--layers", type=int, default=12, help="the gpu section's depth (2: a rehearsal)")
+    parser.add_argument("--data_dir", default="", help="a prepared data set whose validation text is read "
+                        "(default data/shakespeare)")
     parser.add_argument("--authors_python", default="/tmp/authvenv/bin/python",
                         help="python of a virtual environment with embedding-condensation==2.0")
-    parser.add_argument("--child", choices=["ours", "theirs"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["ours", "theirs", "gpu"], help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=16, help=argparse.SUPPRESS)
     parser.add_argument("--share", type=int, default=0, help=argparse.SUPPRESS)
@@ -388,7 +387,11 @@ if __name__ == "__main__":
     parser.add_argument("--shape", default="gpt2", help=argparse.SUPPRESS)
     parser.add_argument("--texts", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
+    if args.child == "gpu":
+        sys.path.insert(0, ROOT)  # this file was started by its path: scripts/ is not a package to it
+        from scripts.bench_measure_gpu import child_gpu
+        child_gpu(args)
+    elif args.child:
         (child_ours if args.child == "ours" else child_theirs)(args)
     else:
         os.makedirs(args.out_dir, exist_ok=True)

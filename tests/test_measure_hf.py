@@ -356,7 +356,7 @@ def test_shipped_survey_file_reads():
 
 
 def test_measure_speed_for_bench_reports_the_statistics_share():
-    from scripts.bench_measure import measure_speed
+    from scripts.bench_measure_gpu import measure_speed
     from model import GPT, GPTConfig
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, vocab_size=100))
