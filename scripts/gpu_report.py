@@ -30,18 +30,22 @@ TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_
 SCALES = {
     "gpu": dict(every=[], timing=["--warmup=10", "--iters=50", "--log_every=10"], full=[],
                 gpt2=["--n_layer=12", "--n_head=12", "--n_embd=768", "--block_size=1024", "--batch_size=16",
-                      "--dropout=0.0"]),
+                      "--dropout=0.0"],
+                measure=["--device=cuda", "--windows=64", "--layers=12"]),  # scripts/bench_measure.py's
     "rehearsal": dict(  # one compiled run (mfu), the others eager; all in bf16 with the GPU's stacked loss
         every=["--device=cpu", "--dtype=bfloat16", "--dispersion_path=stacked", "--compile=False", *TINY],
         timing=["--warmup=1", "--iters=2", "--log_every=1"], gpt2=["--dropout=0.0", "--compile=True"],
         full=["--max_iters=4", "--eval_interval=2", "--eval_iters=1", "--log_interval=1", "--warmup_iters=1",
-              "--track_sequences=2"]),
+              "--track_sequences=2"],
+        measure=["--device=cpu", "--windows=2", "--layers=2"]),
 }
 COSTS = {  # what the estimates assume (see the docstring): seconds, FLOP/s and MFU
-    "gpu": dict(peak=989e12, mfu_gpt2=0.40, mfu_small=0.20, start=10, compile_gpt2=60, compile_small=30,
-                warm=10, loss=15, evaluation=1.0, checkpoint_gpt2=10, term=5, measure=5, facts=5),
+    "gpu": dict(peak=989e12, mfu_gpt2=0.40, mfu_small=0.20, start=8, compile_gpt2=60, compile_small=30,
+                warm=10, loss=15, evaluation=1.0, checkpoint_gpt2=10, term=5, measure=5, facts=5,
+                mfu_measure=0.05, cpu_flops=1e11, model_write=5, model_load=1),
     "rehearsal": dict(peak=1e11, mfu_gpt2=0.1, mfu_small=0.1, start=5, compile_gpt2=30, compile_small=0,
-                      warm=0, loss=0, evaluation=0.2, checkpoint_gpt2=0, term=2, measure=0.5, facts=3),
+                      warm=0, loss=0, evaluation=0.2, checkpoint_gpt2=0, term=2, measure=0.5, facts=3,
+                      mfu_measure=0.5, cpu_flops=1e10, model_write=2, model_load=0.5),
 }
 VOCAB = 50304  # GPT-2's 50,257 tokens padded to a multiple of 64 (model.padded_vocab)
 
@@ -66,6 +70,23 @@ def step_seconds(c, s, mfu):
     return s["batch_size"] * s["gradient_accumulation_steps"] * s["block_size"] * flops / (c["peak"] * mfu)
 
 
+def measure_plan(c, args):
+    """The 'measure' step (scripts/bench_measure.py --sections=gpu): the suite's process, our child on the
+    device and the package's; writing the model; our runs and the package's forward passes at c["mfu_measure"]
+    of the peak, 2 x the blocks' parameters + 4 L T C (attention) FLOPs per token (neither side runs the
+    output head); the package's cosines, L + 1 matrices of 512 x 512 x 768 per window, in numpy on the CPU at
+    c["cpu_flops"]; loading the model three times (fp32 and bf16 ours, fp32 theirs)."""
+    from scripts.bench_measure_gpu import LENGTH, RUNS, SHARE_PAIRS, TIMED
+    given = dict(a[2:].split("=") for a in args)
+    windows, layers = int(given["windows"]), int(given["layers"])
+    flops = (2 * 12 * layers * 768**2 + 4 * layers * LENGTH * 768) * LENGTH  # per window
+    ours = len(RUNS) * (1 + TIMED) + 2 * SHARE_PAIRS  # measure() runs over every window
+    theirs = 1 + windows  # a warm-up window, then each
+    cosines = theirs * (layers + 1) * 2 * LENGTH**2 * 768 / c["cpu_flops"]
+    return dict(processes=3, compile=0, rest=c["model_write"] + 3 * c["model_load"],
+                compute=(ours * windows + theirs) * flops / (c["peak"] * c["mfu_measure"]) + cosines)
+
+
 def plan(scale):
     """{step: {part: seconds}}: each step's estimate, and its parts (processes started, compile, compute,
     rest)."""
@@ -82,6 +103,7 @@ def plan(scale):
         "mfu": dict(processes=2, compile=c["compile_gpt2"],
                     compute=timed * step_seconds(c, gpt2, c["mfu_gpt2"]),
                     rest=2 * c["evaluation"] + c["checkpoint_gpt2"]),
+        "measure": measure_plan(c, sc["measure"]),
         "overhead": dict(processes=3, compile=2 * c["compile_small"] + 2 * c["loss"], rest=4 * c["evaluation"]
                          + c["term"], compute=2.05 * timed * step_seconds(c, small, c["mfu_small"])),
         "full": {**pair, "processes": 5, "rest": pair["rest"] + 3 * c["measure"]},  # then compare: 3 models
@@ -138,24 +160,36 @@ def machine_facts(folder):
     return f
 
 
-def bench_section(folder, name, title, verdict):
-    """The target's verdict, then bench.md as it is (its header names the command and the machine)."""
-    report = read_json(os.path.join(folder, name, "bench.json"))
-    if not report:
+def bench_section(folder, name, title, verdict, report="bench"):
+    """The verdict on the numbers (report.json), then report.md as it is (its header names the command and
+    the machine)."""
+    numbers = read_json(os.path.join(folder, name, report + ".json"))
+    if not numbers:
         return []
-    with open(os.path.join(folder, name, "bench.md")) as f:
-        return [f"## {title}", "", verdict(report["training"]), "", f.read().strip(), ""]
+    with open(os.path.join(folder, name, report + ".md")) as f:
+        return [f"## {title}", "", verdict(numbers), "", f.read().strip(), ""]
 
 
-def mfu_verdict(rows):
-    mfu = rows[0]["mfu"]
+def mfu_verdict(numbers):
+    mfu = numbers["training"][0]["mfu"]
     if mfu is None:
         return "MFU not reported: PEAK_FLOPS (condense/device.py) has no peak FLOP/s for this device."
     return (f"**MFU {100 * mfu:.1f}%**: the target of at least 40% is "
             f"{'met' if mfu >= MFU_TARGET else 'not met'}.")
 
 
-def overhead_verdict(rows):
+def measure_verdict(numbers):
+    g = numbers["gpu"]
+    fp32 = next(r for r in g["ours"] if (r["dtype"], r["batch_size"]) == ("float32", 16))
+    package = (f"the package takes {g['package']['times_ours']:.2f}x our time" if g["package"] else
+               "the package was not installed (see below)")
+    return (f"**measure(), batch 16 in fp32: {fp32['windows_per_s']:.1f} windows/s, "
+            f"{g['speedup_batch16']:.2f}x batch 1**; the statistics {100 * g['share']:.1f}% of the forward "
+            f"passes; {package}.")
+
+
+def overhead_verdict(numbers):
+    rows = numbers["training"]
     extra = rows[1]["ratio"] - 1
     return (f"**angular: {100 * extra:+.1f}% step time** ({rows[1]['ms']:.2f} ms against {rows[0]['ms']:.2f} "
             f"ms off): the target of at most +5% is {'met' if extra <= OVERHEAD_TARGET else 'not met'}.")
@@ -186,7 +220,7 @@ def full_section(folder, run_args):
                         f"{n['late_cos']:.2f} |")
     if not rows:
         return []
-    lines = ["## c. small_base and small_disp at full length", "",
+    lines = ["## d. small_base and small_disp at full length", "",
              "| run | command | val loss | time | condensation (Spearman, late-layer mean cos) |",
              "|---|---|---:|---:|---|", *rows, "",
              "Val loss at the last step; time: the training alone; condensation: measure.py on 100 "
@@ -209,7 +243,7 @@ def studies_section(folder):
             with open(os.path.join(folder, name, "results.md")) as f:
                 table = f.read().strip().splitlines()[1:]  # without its title
             lines += [f"### {name}", *table, "", f"![{name}]({name}/condensation.png)", ""]
-    return ["## d. Studies", "", *lines] if lines else []
+    return ["## e. Studies", "", *lines] if lines else []
 
 
 def header(record):
@@ -240,12 +274,13 @@ def write_summary(folder):
                          "scripts/gpu_suite.py run.")
     lines = [*header(record), "",
              *bench_section(folder, "mfu", "a. MFU: GPT-2-small shape, bf16 and compile", mfu_verdict),
-             *bench_section(folder, "overhead", "b. Dispersion overhead on small_base, compiled",
+             *bench_section(folder, "measure", "b. Measurement on the GPU", measure_verdict, "bench_measure"),
+             *bench_section(folder, "overhead", "c. Dispersion overhead on small_base, compiled",
                             overhead_verdict),
              *full_section(folder, record["run_args"]), *studies_section(folder),
              "Raw numbers: summary.json (steps, commands, facts), facts.json, nvidia-smi.txt, mfu/ and "
-             "overhead/bench.json, full/compare.json, gpu_method/results.json; logs/: the output of every "
-             "command."]
+             "overhead/bench.json, measure/bench_measure.json, full/compare.json, gpu_method/results.json; "
+             "logs/: the output of every command."]
     path = os.path.join(folder, "summary.md")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -11,6 +11,9 @@ First the facts (nvidia-smi, torch, CUDA, Python, the CPU -> facts.json, nvidia-
 a few runs of scripts/bench.py, scripts/study.py and measure.py in subprocesses:
   mfu       MFU of the GPT-2-small shape (12 x 768, block 1024, batch 16), bf16 and compile, 10 + 50 steps, by
             scripts/bench.py --variants=none -> mfu/bench.md, .json (the target: at least 40% on an H100/H200)
+  measure   our measure() on 64 windows of 512 tokens of a GPT-2-small-shaped model on the GPU, fp32 at batch
+            1 and 16 and bf16 at batch 16, the statistics' share, then the authors' package where this Python
+            has it, by scripts/bench_measure.py --sections=gpu -> measure/bench_measure.md, .json
   overhead  small_base with the dispersion loss off and angular (0.1, all layers), compiled, 10 + 50 steps
             each, and the loss term alone -> overhead/bench.md, .json (the target: at most 5% more step time)
   full      small_base and small_disp at full length (2,000 steps), each measured on 100 windows, then
@@ -25,23 +28,27 @@ budget runs out, the running command and its children are stopped and what finis
 rewritten after every step. The folder also holds checkpoints (ckpt.pt, up to 1.5 GB): tar --exclude=ckpt.pt
 to copy it.
 
-Estimates on one H200 (--plan): 10 s per process started (python, torch, CUDA, data, model) + compile +
-compute + the rest. Compute = steps x tokens per step x FLOPs per token (6 N + 12 L T C, GPT-2's vocabulary) /
-(989 TFLOP/s x MFU), assuming 40% MFU for the GPT-2-small shape (its target) and 20% for small_base (6 x 384,
-8,192 tokens per step: small matrices). Compile: 60 s for 12 layers and 30 s for 6 with a cold cache, 10 s for
-a graph compiled earlier in the suite (inductor's cache), 15 s for the dispersion loss. The rest: 1 s per
-evaluation (40 batches, 16 windows measured, a checkpoint), 5 s per model measured, 10 s for the 124M
-checkpoint, 5 s for scripts/bench.py's term and memory checks.
+Estimates on one H200 (--plan): 8 s per process started (python, torch, CUDA, data, model; 10 s until the
+measure step joined, lowered so that the plan fits 540 s) + compile + compute + the rest. Compute = steps x
+tokens per step x FLOPs per token (6 N + 12 L T C, GPT-2's vocabulary) / (989 TFLOP/s x MFU), assuming 40% MFU
+for the GPT-2-small shape (its target) and 20% for small_base (6 x 384, 8,192 tokens per step: small
+matrices). Compile: 60 s for 12 layers and 30 s for 6 with a cold cache, 10 s for a graph compiled earlier in
+the suite (inductor's cache), 15 s for the dispersion loss. The rest: 1 s per evaluation (40 batches, 16
+windows measured, a checkpoint), 5 s per model measured, 10 s for the 124M checkpoint, 5 s for
+scripts/bench.py's term and memory checks. The measure step: 5 s to write its model, 1 s per load of it (3),
+its forward passes at 5% of the peak (fp32, short batches), the package's cosine matrices in numpy at 100
+GFLOP/s on the CPU (scripts/gpu_report.py's measure_plan).
 
 | step | processes | compile s | compute s | rest s | estimate s | total s |
 |---|---:|---:|---:|---:|---:|---:|
 | facts | 0 | 0 | 0.0 | 5 | 5 | 5 |
-| mfu | 2 | 60 | 2.2 | 12 | 94 | 99 |
-| overhead | 3 | 90 | 1.0 | 9 | 130 | 229 |
-| full | 5 | 30 | 31.7 | 47 | 159 | 388 |
-| studies | 4 | 30 | 31.7 | 32 | 134 | 522 |
+| mfu | 2 | 60 | 2.2 | 12 | 90 | 95 |
+| measure | 3 | 0 | 5.8 | 8 | 38 | 133 |
+| overhead | 3 | 90 | 1.0 | 9 | 124 | 257 |
+| full | 5 | 30 | 31.7 | 47 | 149 | 406 |
+| studies | 4 | 30 | 31.7 | 32 | 126 | 531 |
 
-522 s of the default 540 fit on paper; 'studies' there is its first part (seed 1 of both runs), and once
+531 s of the default 540 fit on paper; 'studies' there is its first part (seed 1 of both runs), and once
 'full' has run the parts are estimated from its measured time per run. These are assumptions: the summary
 shows each step's measured time next to its estimate.
 """
@@ -66,10 +73,10 @@ SUITE_SETTINGS = dict(
     plan=False,  # print the steps and their estimates, and run nothing
     # the folder everything goes to; it must not exist yet (nothing is overwritten)
     results="results/gpu_suite",
-    steps="mfu,overhead,full,studies",  # the steps to run (always in this order, after the facts)
+    steps="mfu,measure,overhead,full,studies",  # the steps to run (always in this order, after the facts)
     data_dir="",  # a prepared data set for every run instead of the configs' own (data/shakespeare)
 )
-STEPS = ("mfu", "overhead", "full", "studies")
+STEPS = ("mfu", "measure", "overhead", "full", "studies")
 METHOD_RUNS = {"small_base": "plain", "small_disp": "dispersion", "noise": "noise", "forget": "forget"}
 
 
@@ -90,9 +97,10 @@ class Suite:
         self.s, self.argv, self.scale, self.t0 = (s, argv, "rehearsal" if s.rehearse else "gpu",
                                                   time.monotonic())
         self.deadline = self.t0 + s.budget
-        data = [f"--data_dir={s.data_dir}"] if s.data_dir else []  # for every command, when given
+        data = [f"--data_dir={s.data_dir}"] if s.data_dir else []  # for every command (measure's texts too)
         # the arguments by kind
-        self.args = {**SCALES[self.scale], "every": SCALES[self.scale]["every"] + data}
+        self.args = {**SCALES[self.scale], "every": SCALES[self.scale]["every"] + data,
+                     "measure": SCALES[self.scale]["measure"] + data}
         self.records, self.parts, self.facts, self.per_run, self.commands = {}, [], {}, None, []
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the logs fill as the commands go
         if s.rehearse:  # tiny models run fastest on one thread, and a shared machine stays usable
@@ -155,6 +163,16 @@ def step_mfu(suite):
               "mfu")
     row = read_json(suite.path("mfu", "bench.json"))["training"][0]
     return f"{row['ms']:.1f} ms/iter, MFU " + ("n/a" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%")
+
+
+def step_measure(suite):
+    suite.run(["-m", "scripts.bench_measure", "--sections=gpu", *suite.args["measure"],
+               f"--out_dir={suite.path('measure')}", f"--authors_python={sys.executable}"], "measure")
+    gpu = read_json(suite.path("measure", "bench_measure.json"))["gpu"]
+    fp32 = next(r for r in gpu["ours"] if (r["dtype"], r["batch_size"]) == ("float32", 16))
+    package = gpu["package"]
+    return (f"batch 16: {fp32['windows_per_s']:.1f} windows/s, {gpu['speedup_batch16']:.2f}x batch 1; "
+            + (f"package: {package['times_ours']:.2f}x our time" if package else "package not installed"))
 
 
 def step_overhead(suite):
@@ -241,7 +259,8 @@ def step_studies(suite):
     return f"{done} of {len(suite.parts)} parts" + (" (the rehearsal has one)" if suite.s.rehearse else "")
 
 
-STEP_FUNCTIONS = dict(mfu=step_mfu, overhead=step_overhead, full=step_full, studies=step_studies)
+STEP_FUNCTIONS = dict(mfu=step_mfu, measure=step_measure, overhead=step_overhead, full=step_full,
+                      studies=step_studies)
 
 
 def write_record(suite):

@@ -71,11 +71,16 @@ def test_rehearsal_runs_every_step_and_writes_the_summary(rehearsal):
     mfu = json.loads((results / "mfu" / "bench.json").read_text())
     assert [r["setting"] for r in mfu["training"]] == ["off"] and mfu["training"][0]["ms"] > 0
     assert "compile=True" in (results / "mfu" / "bench.md").read_text()
-    # b. off against angular, in bf16 with the stacked loss
+    # b. measure() on the device (here the CPU, 2 layers, 2 windows); the package is not installed here
+    gpu = json.loads((results / "measure" / "bench_measure.json").read_text())["gpu"]
+    assert (gpu["device"], gpu["windows"], gpu["layers"], gpu["package"]) == ("cpu", 2, 2, None)
+    assert "--authors_python=" in record["steps"]["measure"]["commands"][0]
+    assert record["steps"]["measure"]["result"].endswith("x batch 1; package not installed")
+    # c. off against angular, in bf16 with the stacked loss
     rows = json.loads((results / "overhead" / "bench.json").read_text())["training"]
     assert [r["setting"] for r in rows] == ["off", "angular"]
     assert rows[1]["ratio"] == pytest.approx(rows[1]["ms"] / rows[0]["ms"])
-    # c. small_base and small_disp: the configs' settings with the rehearsal's sizes, the stacked loss in bf16
+    # d. small_base and small_disp: the configs' settings with the rehearsal's sizes, the stacked loss in bf16
     runs = results / "gpu_method"
     for run, weight in (("small_base", 0.0), ("small_disp", 0.1)):
         config = json.loads((runs / f"{run}-s1337" / "config.json").read_text())
@@ -86,14 +91,15 @@ def test_rehearsal_runs_every_step_and_writes_the_summary(rehearsal):
     compare = json.loads((results / "full" / "compare.json").read_text())
     assert [r["name"] for r in compare] == ["init 2x32", "small_base-s1337", "small_disp-s1337"]
     assert (results / "full" / "compare.png").stat().st_size > 0
-    # d. seed 1 joined seed 1337 in the study's table
+    # e. seed 1 joined seed 1337 in the study's table
     table = json.loads((runs / "results.json").read_text())["runs"]
     assert [[s["seed"] for s in table[r]["seeds"]] for r in ("small_base", "small_disp")] == [[1337, 1]] * 2
 
     summary = (results / "summary.md").read_text()
-    for heading in ("## a. MFU", "## b. Dispersion overhead", "## c. small_base and small_disp",
-                    "## d. Studies"):
+    for heading in ("## a. MFU", "## b. Measurement on the GPU", "## c. Dispersion overhead",
+                    "## d. small_base and small_disp", "## e. Studies"):
         assert heading in summary
+    assert "**measure(), batch 16 in fp32: " in summary and "the package was not installed" in summary
     assert "`python train.py config/small_disp.py --device=cpu" in summary and " differ)" not in summary
     # scripts/gpu_report.py alone writes the same summary from the folder
     report = [sys.executable, "-m", "scripts.gpu_report", str(results)]
@@ -157,7 +163,7 @@ def test_studies_are_planned_by_the_measured_time_per_run(tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("args, words", [
     (["--budget=0"], ["budget", "positive"]),
-    (["--steps=mfu,bogus"], ["steps", "mfu,overhead,full,studies"]),
+    (["--steps=mfu,bogus"], ["steps", "mfu,measure,overhead,full,studies"]),
     (["--budgt=5"], ["unknown setting 'budgt'", "budget"]),
     (["--rehearse", "--data_dir=/nonexistent/folder"], ["/nonexistent/folder", "meta.json"]),
     (["--results=EXISTING"], ["already holds results", "nothing was overwritten"]),
