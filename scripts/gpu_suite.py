@@ -25,8 +25,9 @@ a few runs of scripts/bench.py, scripts/study.py and measure.py in subprocesses:
             gpu_init, gpu_mlp, gpu_size and gpu_knobs, each whole
 A step (or a part of 'studies') whose estimate exceeds the budget left is skipped, not started. When the
 budget runs out, the running command and its children are stopped and what finished is kept; summary.md is
-rewritten after every step. The folder also holds checkpoints (ckpt.pt, up to 1.5 GB): tar --exclude=ckpt.pt
-to copy it.
+rewritten after every step. The folder also holds checkpoints (ckpt.pt, up to 1.5 GB) and the measure step's
+random model (measure/bench_measure/gpt2_12, 0.5 GB): tar --exclude=ckpt.pt --exclude=model.safetensors to
+copy it.
 
 Estimates on one H200 (--plan): 8 s per process started (python, torch, CUDA, data, model; 10 s until the
 measure step joined, lowered so that the plan fits 540 s) + compile + compute + the rest. Compute = steps x
@@ -36,19 +37,19 @@ matrices). Compile: 60 s for 12 layers and 30 s for 6 with a cold cache, 10 s fo
 the suite (inductor's cache), 15 s for the dispersion loss. The rest: 1 s per evaluation (40 batches, 16
 windows measured, a checkpoint), 5 s per model measured, 10 s for the 124M checkpoint, 5 s for
 scripts/bench.py's term and memory checks. The measure step: 5 s to write its model, 1 s per load of it (3),
-its forward passes at 5% of the peak (fp32, short batches), the package's cosine matrices in numpy at 100
-GFLOP/s on the CPU (scripts/gpu_report.py's measure_plan).
+its forward passes at 2% of the peak (fp32 without tensor cores, batch 1, the statistics), the package's
+cosine matrices in numpy at 100 GFLOP/s on the CPU (scripts/gpu_report.py's measure_plan).
 
 | step | processes | compile s | compute s | rest s | estimate s | total s |
 |---|---:|---:|---:|---:|---:|---:|
 | facts | 0 | 0 | 0.0 | 5 | 5 | 5 |
 | mfu | 2 | 60 | 2.2 | 12 | 90 | 95 |
-| measure | 3 | 0 | 5.8 | 8 | 38 | 133 |
-| overhead | 3 | 90 | 1.0 | 9 | 124 | 257 |
-| full | 5 | 30 | 31.7 | 47 | 149 | 406 |
-| studies | 4 | 30 | 31.7 | 32 | 126 | 531 |
+| measure | 3 | 0 | 9.3 | 8 | 41 | 137 |
+| overhead | 3 | 90 | 1.0 | 9 | 124 | 260 |
+| full | 5 | 30 | 31.7 | 47 | 149 | 409 |
+| studies | 4 | 30 | 31.7 | 32 | 126 | 535 |
 
-531 s of the default 540 fit on paper; 'studies' there is its first part (seed 1 of both runs), and once
+535 s of the default 540 fit on paper; 'studies' there is its first part (seed 1 of both runs), and once
 'full' has run the parts are estimated from its measured time per run. These are assumptions: the summary
 shows each step's measured time next to its estimate.
 """
