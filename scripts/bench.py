@@ -317,7 +317,7 @@ def main(args):
         r = measure_row
         lines += ["", f"measure(): {r['sequences']} sequences of {r['seq_len']} tokens in {r['ms']:.0f} ms: "
                       f"{r['sequences_per_s']:.1f} sequences/s, {r['tokens_per_s']:,.0f} tokens/s; "
-                      f"statistics {100 * r['statistics_share']:.0f}% of the time, forward passes the rest"]
+                      f"the statistics {100 * r['statistics_share']:.0f}% of the forward passes"]
     report = dict(command=args, device=device, device_name=name, dtype=dtype, torch=torch.__version__,
                   threads=torch.get_num_threads(), load=load, tokens_per_iter=tokens_per_iter,
                   flops_per_token=flops, peak_flops=peak, training=rows, term=term_rows,
