@@ -40,7 +40,7 @@ SCALES = {
         measure=["--device=cpu", "--windows=2", "--layers=2"]),
 }
 COSTS = {  # what the estimates assume (see the docstring): seconds, FLOP/s and MFU
-    "gpu": dict(peak=989e12, mfu_gpt2=0.40, mfu_small=0.20, start=8, compile_gpt2=60, compile_small=30,
+    "gpu": dict(peak=989e12, mfu_gpt2=0.40, mfu_small=0.20, start=10, compile_gpt2=60, compile_small=30,
                 warm=10, loss=15, evaluation=1.0, checkpoint_gpt2=10, term=5, measure=5, facts=5,
                 mfu_measure=0.02, cpu_flops=1e11, model_write=5, model_load=1),
     "rehearsal": dict(peak=1e11, mfu_gpt2=0.1, mfu_small=0.1, start=5, compile_gpt2=30, compile_small=0,
