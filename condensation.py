@@ -96,22 +96,25 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False, scratch=None):
     sum_i ||u_i||^2 (n, less any zero tokens). Both are opt-in, for their cost (measure()): the effective rank
     needs every sigma^2 (cosines.effective_rank), the top share only sigma_1^2 (cosines.top_eigenvalue)."""
     B, T, C = h.shape
-    h = h if h.dtype == torch.float32 else h.float()
+    h = h.detach() if h.dtype == torch.float32 else h.detach().float()  # statistics, never a gradient
     scratch = {} if scratch is None else scratch
-    if "pairs" not in scratch or not scratch["pairs"].fits(h, bins):
-        scratch["pairs"] = cosines.PairCounts(B, T, C, bins, h.device)
-    pair_counts = scratch["pairs"]
+    if "counter" not in scratch or not scratch["counter"].fits(h, bins):
+        scratch["counter"] = cosines.PairCounts(B, T, C, bins, h.device)
+    counter = scratch["counter"]
     lengths = lengths.tolist() if torch.is_tensor(lengths) else lengths  # measure() gives a list: no sync
     padded = min(lengths) < T  # full windows, the usual case, skip every mask
     norm = torch.linalg.vector_norm(h, dim=-1, keepdim=True)  # (B, T, 1)
     clamped = norm.clamp_min(1e-8)
-    u = torch.div(h, clamped, out=pair_counts.u)  # (B, T, C), as F.normalize, where the histogram reads it
+    u = torch.div(h, clamped, out=counter.u)  # (B, T, C), as F.normalize, where the histogram reads it
     pairs = T * (T - 1)  # n (n - 1)
     if padded:
-        valid = torch.arange(T, device=h.device) < torch.tensor(lengths, device=h.device)[:, None]  # (B, T)
+        if scratch.get("lengths") != lengths:  # once per batch: a copy to a GPU waits for the GPU
+            n = torch.tensor(lengths, device=h.device)  # valid: (B, T) True for a real token; pairs (B,)
+            valid, pairs = torch.arange(T, device=h.device) < n[:, None], n * (n - 1)
+            scratch.update(lengths=lengths, valid=valid, pairs=pairs)
+        valid, pairs = scratch["valid"], scratch["pairs"]
         u.mul_(valid[..., None])  # padding -> 0
         clamped = clamped.masked_fill(~valid[..., None], math.inf)  # norm / inf = 0 in the trace below
-        pairs = torch.tensor([n * (n - 1) for n in lengths], device=h.device)  # (B,)
     # sum_i ||u_i||^2, about n: ||u_i|| = ||h_i|| / max(||h_i||, 1e-8), 1 but for a (near) zero token
     ones = norm / clamped  # (B, T, 1)
     trace = (ones.mT @ ones).view(B)  # (B,)
@@ -126,9 +129,11 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False, scratch=None):
             ranks, top = zero, cosines.top_eigenvalue(u, trace) if top_share else zero
         top = top / trace.clamp_min(1e-12) if top_share else zero  # (B,)
         sums = torch.stack([mean_cos.sum(), ranks.sum(), top.sum()]).double()
-    if padded:  # the histogram leaves out every pair with a padding token, NaN for it
+    # last, as the mean and the spectrum need padding at 0: the histogram leaves out every pair with a
+    # padding token, NaN for it
+    if padded:
         u.masked_fill_(~valid[..., None], math.nan)
-    return sums, pair_counts(padded)
+    return sums, counter(padded)
 
 
 def accumulate(totals, l, sums, counts):
@@ -138,12 +143,6 @@ def accumulate(totals, l, sums, counts):
         totals.append([sums, counts])
     else:
         totals[l] = [totals[l][0] + sums, totals[l][1] + counts]
-
-
-def add_batch(totals, hidden, lengths, bins, **spectrum):
-    """Add one batch's sums for every entry of hidden (a list of (B, T, C)); nothing grows with N."""
-    for l, h in enumerate(hidden):
-        accumulate(totals, l, *layer_sums(h, lengths, bins, **spectrum))
 
 
 def summarize(totals, num_sequences, num_tokens, name="", erank=False, top_share=False):
@@ -170,8 +169,9 @@ def hidden_stats(hidden, lengths=None, *, bins=128, name="", erank=False, top_sh
     lengths = torch.full((B,), T) if lengths is None else torch.as_tensor(lengths)
     if lengths.min() < 2:
         raise ValueError("every sequence needs at least 2 tokens for a cosine between tokens.")
-    totals = []
-    add_batch(totals, hidden, lengths, bins, erank=erank, top_share=top_share)
+    totals, scratch, spectrum = [], {}, dict(erank=erank, top_share=top_share)
+    for l, h in enumerate(hidden):
+        accumulate(totals, l, *layer_sums(h, lengths, bins, scratch=scratch, **spectrum))
     return summarize(totals, B, int(lengths.sum()), name, erank, top_share)
 
 
@@ -228,8 +228,8 @@ def stream_hidden(model, x, consume, blocks):
     the moment the forward pass produces it. Entry l < L is the input of block l (a forward pre-hook); entry L
     is the output of the final norm: our ln_f, or a transformers base model's last_hidden_state. That is the
     convention of output_hidden_states (docs/condensation.md, section 1), but nothing holds an entry after
-    consume returns, so memory does not grow with depth. Only the base model runs, without a KV cache: no output
-    head (our GPT's is handed no positions; on one position it cost 16% of config/small_base.py's forward).
+    consume returns, so memory does not grow with depth. Only the base model runs, without a KV cache: no
+    output head (our GPT's is handed no positions; on one position it cost 16% of small_base's forward).
     blocks: find_blocks(model); with None, a transformers model's output_hidden_states is used instead, which
     holds all L + 1 entries at once."""
     with hidden_stream(model, blocks) as run:
@@ -268,7 +268,9 @@ def hidden_stream(model, blocks):
         for l, block in enumerate(blocks or [])]
     if blocks is not None and isinstance(model, GPT):
         handles.append(model.transformer.ln_f.register_forward_hook(lambda m, a, out: hand(len(blocks), out)))
-        handles.append(model.lm_head.register_forward_pre_hook(lambda m, args: (args[0][:, :0],)))
+        # no positions for the head, in the streaming thread only (None: the input as it is)
+        handles.append(model.lm_head.register_forward_pre_hook(
+            lambda m, args: (args[0][:, :0],) if getattr(local, "consume", None) else None))
     try:
         yield run
     finally:
@@ -298,14 +300,13 @@ def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", p
     right-padded, which the causal mask keeps from changing earlier positions, and padding is left out of
     every statistic. Each hidden state is reduced to sums as the forward pass produces it (stream_hidden), so
     memory grows neither with depth nor with N. On a CPU, batches run side by side, one per core
-    (parallel_map), and glibc is asked to keep freed memory for the next layer (keep_freed_memory: the
-    process keeps its peak heap). progress(done, total) is called after each batch, in order.
+    (parallel_map), and glibc keeps freed memory for the next layer from then on (keep_freed_memory: the
+    process, train.py's included, keeps its peak heap). progress(done, total) is called after each batch.
 
-    erank and top_share (Result.erank, .top_share; None unless asked for) cost more than the rest together,
-    a few percent of the forward passes. On one CPU thread the top share alone adds about 2% of them on a
-    GPT-2-small shape and 9% on config/small_base.py's; the effective rank (one eigendecomposition per
-    sequence and entry, which gives the top share too) 27% and 35% (docs/performance.md).
-    """
+    erank and top_share (Result.erank, .top_share; None unless asked for) cost more than the rest: on one CPU
+    thread the top share alone adds about 2% of the forward passes on a GPT-2-small shape and 9% on
+    config/small_base.py's; the effective rank (one eigendecomposition per sequence and entry, which gives the
+    top share too) 27% and 35% (docs/performance.md)."""
     device = device or next(model.parameters()).device
     model.to(device)
     if torch.device(device).type == "cpu":

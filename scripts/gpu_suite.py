@@ -30,14 +30,14 @@ random model (measure/bench_measure/gpt2_12, 0.5 GB): tar --exclude=ckpt.pt --ex
 copy it.
 
 Estimates on one H200 (--plan): 10 s per process started (python, torch, CUDA, data, model) + compile +
-compute + the rest. Compute = steps x tokens per step x FLOPs per token (6 N + 12 L T C, GPT-2's vocabulary)
-/ (989 TFLOP/s x MFU), assuming 40% MFU for the GPT-2-small shape (its target) and 20% for small_base (6 x 384,
-8,192 tokens per step: small matrices). Compile: 60 s for 12 layers and 30 s for 6 with a cold cache, 10 s for a graph compiled earlier in
-the suite (inductor's cache), 15 s for the dispersion loss. The rest: 1 s per evaluation (40 batches, 16
-windows measured, a checkpoint), 5 s per model measured, 10 s for the 124M checkpoint, 5 s for
-scripts/bench.py's term and memory checks. The measure step: 5 s to write its model, 1 s per load of it (3),
-its forward passes at 2% of the peak (fp32 without tensor cores, batch 1, the statistics), the package's
-cosine matrices in numpy at 100 GFLOP/s on the CPU (scripts/gpu_report.py's measure_plan).
+compute + the rest. Compute = steps x tokens per step x FLOPs per token (6 N + 12 L T C, GPT-2's vocabulary) /
+(989 TFLOP/s x MFU), assuming 40% MFU for the GPT-2-small shape (its target) and 20% for small_base (6 x 384,
+8,192 tokens per step: small matrices). Compile: 60 s for 12 layers and 30 s for 6 with a cold cache, 10 s for
+a graph compiled earlier in the suite (inductor's cache), 15 s for the dispersion loss. The rest: 1 s per
+evaluation (40 batches, 16 windows measured, a checkpoint), 5 s per model measured, 10 s for the 124M
+checkpoint, 5 s for scripts/bench.py's term and memory checks. The measure step: 5 s to write its model, 1 s
+per load of it (3), its forward passes at 2% of the peak (fp32 without tensor cores, batch 1, the statistics),
+the package's cosine matrices in numpy at 100 GFLOP/s on the CPU (scripts/gpu_report.py's measure_plan).
 
 | step | processes | compile s | compute s | rest s | estimate s | total s |
 |---|---:|---:|---:|---:|---:|---:|

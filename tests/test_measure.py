@@ -186,15 +186,16 @@ def test_each_statistic_matches_its_float64_definition(case):
 
 
 def test_pair_counts_are_histc_of_the_matrix_without_its_diagonal_to_the_last_count():
-    """cosines.PairCounts' triangle of blocks and bincount against torch.histc on each whole cosine matrix
-    with its diagonal taken out, on lengths that halve down to the leaves and lengths that do not, with
-    padding; one PairCounts reused for hidden states of its shape, as measure() reuses it, and remade when
-    the shape changes (layer_sums' scratch)."""
+    """cosines.PairCounts' triangle of blocks, binned by bincount (a CPU's way) and by index_add_ (a GPU's
+    way, here on the CPU), against torch.histc on each whole cosine matrix with its diagonal taken out, on
+    lengths that halve down to the leaves and lengths that do not, with and without padding; the same
+    PairCounts reused for hidden states of its shape, as measure() reuses it, a new one for a new shape."""
     from condense import cosines
     from condensation import layer_sums
-    g, bins, scratch = torch.Generator().manual_seed(0), 128, {}
-    for B, T, C, lengths in ((1, 512, 64, None), (3, 96, 32, None), (2, 37, 16, None), (3, 64, 24, [64, 9, 2]),
-                             (3, 64, 24, None)):
+    g, bins, scratch, last = torch.Generator().manual_seed(0), 128, {}, None
+    cases = ((1, 512, 64, None), (3, 96, 32, None), (2, 37, 16, None), (3, 64, 24, [64, 9, 2]),
+             (3, 64, 24, None))
+    for B, T, C, lengths in cases:
         h = torch.randn(C, generator=g) + torch.randn(B, T, C, generator=g)
         lengths = lengths or [T] * B
         expected = torch.zeros(bins, dtype=torch.long)
@@ -205,14 +206,24 @@ def test_pair_counts_are_histc_of_the_matrix_without_its_diagonal_to_the_last_co
         for _ in range(2):  # the second time through the same buffers
             _, raw = layer_sums(h, lengths, bins, scratch=scratch)
             assert torch.equal(cosines.histogram(raw, bins), expected), (B, T, C, lengths)
-            assert scratch["pairs"].shape == (B, T, C)
-        if lengths == [T] * B:
+        same_shape = last is not None and last.shape == (B, T, C)
+        assert (scratch["counter"] is last) == same_shape
+        last = scratch["counter"]
+        gpu_way = cosines.PairCounts(B, T, C, bins, "cpu")
+        gpu_way.on_cpu, gpu_way.slots = False, gpu_way.slots.long()
+        _, raw = layer_sums(h, lengths, bins, scratch={"counter": gpu_way})
+        assert torch.equal(cosines.histogram(raw, bins), expected), ("index_add_", B, T, C, lengths)
+        if lengths == [T] * B:  # the one-off form
             assert torch.equal(cosines.histogram(cosines.pair_counts(F.normalize(h, dim=-1), bins), bins),
                                expected)
-            gpu_way = cosines.PairCounts(B, T, C, bins, "cpu")  # index_add_, as on a GPU, here on the CPU
-            gpu_way.on_cpu, gpu_way.slots = False, gpu_way.slots.long()
-            gpu_way.u.copy_(F.normalize(h, dim=-1))
-            assert torch.equal(cosines.histogram(gpu_way(), bins), expected)
+
+
+def test_statistics_of_a_tensor_that_requires_grad():
+    """hidden_stats on hidden states still attached to autograd (a training step's) gives the statistics of
+    their values and leaves the graph alone."""
+    h = cone(0.5, B=2, T=32, C=16).requires_grad_()
+    assert hidden_stats([h]) == hidden_stats([h.detach()])
+    assert h.grad is None
 
 
 # -----------------------------------------------------------------------------

@@ -371,7 +371,7 @@ def test_measure_speed_for_bench_reports_the_statistics_share(monkeypatch):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the two batches one after the other, so their sleeps add up
     try:
-        row = measure_speed(model, torch.randint(100, (6, 64)), 4, "cpu", lambda: None, repeats=1)
+        row = measure_speed(model, torch.randint(100, (6, 64)), 4, "cpu", lambda: None, repeats=3)
     finally:
         torch.set_num_threads(threads)
     forward = row["ms"] / (1 + row["statistics_share"])

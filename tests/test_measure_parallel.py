@@ -160,3 +160,15 @@ def test_freed_memory_is_kept_for_the_next_layer():
     faults = {mode: int(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
                                        check=True).stdout) for mode in ("default", "keep")}
     assert faults["default"] > 3000 and faults["keep"] < 300, faults
+
+
+def test_the_head_is_skipped_only_in_the_streaming_thread():
+    """While measure()'s hooks are on our GPT, its output head sees no positions in the thread that streams
+    hidden states (they are not needed), and every position in any other call."""
+    model, x = ours(), torch.randint(VOCAB, (2, 16))
+    shapes = []
+    model.lm_head.register_forward_hook(lambda m, args, out: shapes.append(tuple(out.shape)))
+    with torch.no_grad(), condensation.hidden_stream(model, condensation.find_blocks(model)) as run:
+        run(x, lambda l, h: None)
+        model(x)
+    assert shapes == [(2, 0, VOCAB), (2, 16, VOCAB)]
