@@ -310,7 +310,7 @@ def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", p
     device = device or next(model.parameters()).device
     model.to(device)
     if torch.device(device).type == "cpu":
-        keep_freed_memory()  # page faults were 5-8% of a measurement's time (condense/parallel.py)
+        keep_freed_memory()  # page faults were about 6% of a measurement's time (condense/parallel.py)
     seqs = check_sequences(sequences, *model_limits(model))
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     was_training = model.training

@@ -11,16 +11,17 @@ from contextlib import contextmanager
 import torch
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
+_kept = None  # keep_freed_memory's answer, once asked
 
 
 def keep_freed_memory():
     """Ask glibc's malloc to keep the memory a forward pass frees for the next one: every block's activations
     (6 MiB for one GPT-2 window) are allocated and freed anew, and by default glibc gives freed memory at the
     top of its heap back to the kernel and serves big requests by fresh mappings, so each layer faulted its
-    pages back in, zeroed: 56,000-590,000 page faults per 8 GPT-2 windows, 5-8% of the measurement's time on
-    one thread (docs/performance.md). Now requests up to 32 MiB (glibc's limit) come from the heap, which is
-    trimmed only beyond 1 GiB free. The process keeps its peak heap; results are the same to the bit. Once
-    per process, on Linux with glibc; True if applied."""
+    pages back in, zeroed: 56,000-590,000 page faults per 8 GPT-2 windows, about 6% of the measurement's time
+    on one thread (docs/performance.md). Now requests up to 32 MiB (glibc's limit) come from the heap, which
+    is trimmed only beyond 1 GiB free. The process keeps its peak heap; results are the same to the bit.
+    Once per process, on Linux with glibc; True if applied."""
     global _kept
     if _kept is None:
         _kept = False
@@ -28,9 +29,6 @@ def keep_freed_memory():
             mallopt = ctypes.CDLL(None).mallopt  # the process's own C library
             _kept = mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1 and mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1
     return _kept
-
-
-_kept = None
 
 
 @contextmanager
