@@ -85,15 +85,8 @@ class PairCounts:
         return self.slots.new_zeros(2 * (bins + 2)).index_add_(0, self.slots, ones)
 
 
-def pair_counts(u, bins, padded=False):
-    """PairCounts for one batch of unit vectors u (B, T, C), once."""
-    counts = PairCounts(*u.shape, bins, u.device)
-    counts.u.copy_(u)
-    return counts(padded)
-
-
 def histogram(counts, bins):
-    """Bin counts (..., bins) from a sum of pair_counts' raw counts (..., 2 * (bins + 2))."""
+    """Bin counts (..., bins) from a sum of PairCounts' raw counts (..., 2 * (bins + 2))."""
     counts = counts.unflatten(-1, (2, bins + 2))
     counts = counts[..., 0, :] + 2 * counts[..., 1, :]
     counts[..., bins - 1] += counts[..., bins]
