@@ -189,14 +189,15 @@ def test_pair_counts_are_histc_of_the_matrix_without_its_diagonal_to_the_last_co
     """cosines.PairCounts' triangle of blocks, binned by bincount (a CPU's way) and by index_add_ (a GPU's
     way, here on the CPU), against torch.histc on each whole cosine matrix with its diagonal taken out, on
     lengths that halve down to the leaves and lengths that do not, with and without padding; the same
-    PairCounts reused for hidden states of its shape, as measure() reuses it, a new one for a new shape."""
+    PairCounts reused for hidden states of its shape, as measure() reuses it, a new one for a new shape; and a
+    condensed batch whose pairs nearly all fall in one bin, which the copies of the slots spread."""
     from condense import cosines
     from condensation import layer_sums
     g, bins, scratch, last = torch.Generator().manual_seed(0), 128, {}, None
-    cases = ((1, 512, 64, None), (3, 96, 32, None), (2, 37, 16, None), (3, 64, 24, [64, 9, 2]),
-             (3, 64, 24, None))
-    for B, T, C, lengths in cases:
-        h = torch.randn(C, generator=g) + torch.randn(B, T, C, generator=g)
+    cases = ((1, 512, 64, None, 1), (3, 96, 32, None, 1), (2, 37, 16, None, 1), (3, 64, 24, [64, 9, 2], 1),
+             (3, 64, 24, None, 1), (2, 128, 32, None, 0.02))
+    for B, T, C, lengths, spread in cases:
+        h = torch.randn(C, generator=g) + spread * torch.randn(B, T, C, generator=g)
         lengths = lengths or [T] * B
         expected = torch.zeros(bins, dtype=torch.long)
         for b, n in enumerate(lengths):
@@ -209,10 +210,10 @@ def test_pair_counts_are_histc_of_the_matrix_without_its_diagonal_to_the_last_co
         same_shape = last is not None and last.shape == (B, T, C)
         assert (scratch["counter"] is last) == same_shape
         last = scratch["counter"]
-        gpu_way = cosines.PairCounts(B, T, C, bins, "cpu")
-        gpu_way.on_cpu, gpu_way.slots = False, gpu_way.slots.long()
+        gpu_way = cosines.PairCounts(B, T, C, bins, "cpu", index_add=True)
         _, raw = layer_sums(h, lengths, bins, scratch={"counter": gpu_way})
         assert torch.equal(cosines.histogram(raw, bins), expected), ("index_add_", B, T, C, lengths)
+    assert expected.max() > 0.9 * expected.sum()  # the condensed case: one bin
 
 
 def test_statistics_of_a_tensor_that_requires_grad():
