@@ -84,7 +84,7 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False, scratch=None):
     lengths[b] tokens (right padding beyond is ignored). Returns the sums of the per-sequence mean cosine,
     effective rank and top share ((3,), 0 for one not asked for; (1,) when neither is), and the histogram
     counts of the ordered pairs i != j (raw: cosines.histogram turns a sum of them into the bins). scratch: a
-    dict the caller keeps between calls on hidden states of one shape (measure(): one per batch), in which
+    dict the caller keeps between calls on hidden states of one shape (measure(): one per thread), in which
     the histogram's buffers are kept for the next call (cosines.PairCounts).
 
     u_i = h_i / max(||h_i||, 1e-8); cos_ij = u_i . u_j; mean_cos = sum_{i != j} cos_ij / (n (n - 1)), where
@@ -96,7 +96,7 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False, scratch=None):
     sum_i ||u_i||^2 (n, less any zero tokens). Both are opt-in, for their cost (measure()): the effective rank
     needs every sigma^2 (cosines.effective_rank), the top share only sigma_1^2 (cosines.top_eigenvalue)."""
     B, T, C = h.shape
-    h = h.detach() if h.dtype == torch.float32 else h.detach().float()  # statistics, never a gradient
+    h = (h.detach() if h.requires_grad else h).float()  # statistics, never a gradient; float32 as it is
     scratch = {} if scratch is None else scratch
     if "counter" not in scratch or not scratch["counter"].fits(h, bins):
         scratch["counter"] = cosines.PairCounts(B, T, C, bins, h.device)
@@ -116,8 +116,7 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False, scratch=None):
         u.mul_(valid[..., None])  # padding -> 0
         clamped = clamped.masked_fill(~valid[..., None], math.inf)  # norm / inf = 0 in the trace below
     # sum_i ||u_i||^2, about n: ||u_i|| = ||h_i|| / max(||h_i||, 1e-8), 1 but for a (near) zero token
-    ones = norm / clamped  # (B, T, 1)
-    trace = (ones.mT @ ones).view(B)  # (B,)
+    trace = (norm / clamped).square().sum((1, 2))  # (B,)
     s = u.sum(1)  # (B, C)
     mean_cos = (torch.linalg.vecdot(s, s) - trace) / pairs  # (B,)
     sums = mean_cos.sum(0, keepdim=True)  # (1,): summarize reads the others as not asked for
@@ -324,10 +323,11 @@ def measure(model, sequences, *, bins=128, batch_size=1, device=None, name="", p
     batches = [[seqs[i] for i in order[k:k + batch_size]] for k in range(0, len(seqs), batch_size)]
     spectrum = dict(erank=erank, top_share=top_share)
 
+    kept = threading.local()  # each thread's scratch: its buffers serve every batch of their shape
     def batch_sums(group):  # entry by entry, the sums of one batch; run: hidden_stream's, opened below
         with torch.inference_mode():  # (thread-local)
             x = pad_sequence(group, batch_first=True).to(device)  # (B, T) right-padded with token 0
-            lengths, sums, scratch = [len(s) for s in group], [], {}  # the entries share scratch's buffers
+            lengths, sums, scratch = [len(s) for s in group], [], kept.__dict__.setdefault("scratch", {})
             run(x, lambda l, h: accumulate(sums, l, *layer_sums(h, lengths, bins, scratch=scratch,
                                                                 **spectrum)))
             return sums
