@@ -87,8 +87,8 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False, scratch=None):
     dict the caller keeps between calls on hidden states of one shape (measure(): one per thread), in which
     the histogram's buffers are kept for the next call (cosines.PairCounts).
 
-    u_i = h_i / max(||h_i||, 1e-8); cos_ij = u_i . u_j; mean_cos = sum_{i != j} cos_ij / (n (n - 1)), where
-    sum_{i != j} cos_ij = ||sum_i u_i||^2 - sum_i ||u_i||^2: the mean needs no matrix.
+    u_i = h_i / max(||h_i||, 1e-8); cos_ij = u_i . u_j; mean_cos = sum_{i != j} cos_ij / (n (n - 1)), summed
+    from the products the histogram computes anyway (cosines.PairCounts).
     Effective rank (Roy & Vetterli 2007) = exp(-sum_k p_k log p_k), p_k = sigma_k / sum sigma, and
     top share = sigma_1^2 / sum sigma^2, with sigma the singular values of the (n, C) matrix of unit tokens,
     not centred: a cone of tokens has one dominant direction, and no single huge token (GPT-2's first
@@ -106,34 +106,27 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False, scratch=None):
     norm = torch.linalg.vector_norm(h, dim=-1, keepdim=True)  # (B, T, 1)
     clamped = norm.clamp_min(1e-8)
     u = torch.div(h, clamped, out=counter.u)  # (B, T, C), as F.normalize, where the histogram reads it
-    pairs = T * (T - 1)  # n (n - 1)
-    if padded:
-        if scratch.get("lengths") != lengths:  # once per batch: a copy to a GPU waits for the GPU
-            n = torch.tensor(lengths, device=h.device)  # valid: (B, T) True for a real token; pairs (B,)
-            valid, pairs = torch.arange(T, device=h.device) < n[:, None], n * (n - 1)
-            scratch.update(lengths=lengths, valid=valid, pairs=pairs)
-        valid, pairs = scratch["valid"], scratch["pairs"]
-        u.mul_(valid[..., None])  # padding -> 0
-        clamped = clamped.masked_fill(~valid[..., None], math.inf)  # norm / inf = 0 in the trace below
-    # sum_i ||u_i||^2, about n: ||u_i|| = ||h_i|| / max(||h_i||, 1e-8), 1 but for a (near) zero token
-    trace = (norm / clamped).square().sum((1, 2))  # (B,)
-    s = u.sum(1)  # (B, C)
-    mean_cos = (torch.linalg.vecdot(s, s) - trace) / pairs  # (B,)
-    sums = mean_cos.sum(0, keepdim=True)  # (1,): summarize reads the others as not asked for
-    if erank or top_share:
-        zero = mean_cos.new_zeros(())
+    if padded and scratch.get("lengths") != lengths:  # once per batch: a copy to a GPU waits for the GPU
+        valid = torch.arange(T, device=h.device) < torch.tensor(lengths, device=h.device)[:, None]
+        scratch.update(lengths=lengths, valid=valid[..., None])  # (B, T, 1) True for a real token
+    sums = None
+    if erank or top_share:  # padding at 0 for the spectrum; sum_i ||u_i||^2 is the trace, about n
+        if padded:
+            u.mul_(scratch["valid"])
+            clamped = clamped.masked_fill(~scratch["valid"], math.inf)  # norm / inf = 0
+        trace = (norm / clamped).square().sum((1, 2))  # ||u_i|| = 1 but for a (near) zero token
+        zero = trace.new_zeros(())
         if erank:
             ranks, top = cosines.effective_rank(u)  # (B,) each; top: sigma_1^2
         else:
             ranks, top = zero, cosines.top_eigenvalue(u, trace) if top_share else zero
         top = top / trace.clamp_min(1e-12) if top_share else zero  # (B,)
-        sums = torch.stack([mean_cos.sum(), ranks.sum(), top.sum()]).double()
-    # last, as the mean and the spectrum need padding at 0: the histogram leaves out every pair with a
-    # padding token, NaN for it
-    if padded:
-        u.masked_fill_(~valid[..., None], math.nan)
-    return sums, counter(padded)
-
+        sums = (ranks.sum(), top.sum())
+    if padded:  # the histogram and the mean leave out every pair with a padding token, NaN for it
+        u.masked_fill_(~scratch["valid"], math.nan)
+    counts, mean_sum = counter(lengths if padded else None)
+    sums = mean_sum.view(1) if sums is None else torch.stack([mean_sum, *sums]).double()  # (1,) or (3,)
+    return sums, counts
 
 def accumulate(totals, l, sums, counts):
     """Add entry l's sums and histogram counts of one batch into totals (a list, one [sums, counts] per

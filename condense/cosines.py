@@ -28,10 +28,13 @@ class PairCounts:
     buffer and view is made once, so the hidden states of every batch of that shape reuse them (measure()
     keeps one per thread) and a call is a dozen operations.
 
-    Returned raw, (2 * (bins + 2),) int64: in the first half, slot k < bins counts the pairs in bin k, slot
-    bins those at exactly +1 (bin bins - 1, as in histc), slot bins + 1 those left out; the second half
-    counts the same for pairs that each stand for two (i, j and j, i). histogram() turns a sum of them into
-    the bins. With padded, every pair with a token whose u is NaN is left out.
+    Returns (counts, mean_sum). counts, raw, (2 * (bins + 2),) int64: in the first half, slot k < bins counts
+    the pairs in bin k, slot bins those at exactly +1 (bin bins - 1, as in histc), slot bins + 1 those left
+    out; the second half counts the same for pairs that each stand for two (i, j and j, i). histogram() turns
+    a sum of them into the bins. mean_sum: the sum over the batch of each sequence's mean cos_ij, read off the
+    same products: one weighted sum of them, each pair weighted by how many it stands for (2, 1, and 0 on the
+    diagonal) over n (n - 1). Given lengths (right padding), a pair with a padding token weighs 0, and its u
+    must be NaN, which leaves it out of the counts.
 
     Why it is fast: G is symmetric, so only its lower triangle is computed, in a few large matrix products.
     Split the T tokens in two halves: the block (second half) x (first half) holds one of each pair across
@@ -70,28 +73,60 @@ class PairCounts:
         self.slots = torch.empty(self.out.shape, dtype=index, device=device)
         # pair p counts into copy p % copies of its half's slots (the second half: pairs that stand for two)
         copy = torch.arange(copies, dtype=index, device=device) * (bins + 2)
-        self.offsets = copy.repeat(-(-self.out.numel() // copies))[:self.out.numel()].clone()
+        self.offsets = copy.repeat(-(-self.out.numel() // copies))[:self.out.numel()]
         self.offsets[:self.across] += copies * (bins + 2)
         self.ones = torch.ones((), dtype=index, device=device).expand(self.out.shape)  # index_add_'s
+        # full windows' weights, (cos + 1) * bins / 2 -> mean + 1: the pairs each stands for (2, 1, or 0 on
+        # the diagonal) / (bins / 2 * T (T - 1))
+        self.full_weights = torch.full(self.out.shape, 1 / (bins / 2 * T * (T - 1)), device=device)
+        self.full_weights[:self.across] *= 2
+        self.full_weights[self.across:].view(-1, b, b).diagonal(dim1=1, dim2=2).fill_(0)
+        self.weights, self.lengths, self.later = self.full_weights, None, None
+
+    def weigh(self, lengths):
+        """Each pair's weight in mean_sum for sequences of these lengths (once per batch, kept for the next
+        hidden states): as full_weights', over n (n - 1) instead of T (T - 1); 0 for a pair with a padding
+        token."""
+        if lengths == self.lengths:
+            return
+        B, T, _ = self.shape
+        device = self.out.device
+        if self.later is None:  # for each pair: its sequence and the later of its two tokens, in out's order
+            token, later, sequence = torch.arange(T, device=device), [], []
+            levels, b = split(T)
+            halves = [token.view(-1, 2, T >> (k + 1)) for k in range(levels)]  # (blocks, first | second, m)
+            for blocks in halves + [token.view(-1, 1, b).expand(-1, 2, b)]:  # then the leaves, whole
+                pair = torch.maximum(blocks[:, 1, :, None], blocks[:, 0, None, :]).flatten()  # one sequence's
+                later.append(pair.repeat(B))
+                sequence.append(torch.arange(B, device=device).repeat_interleave(pair.numel()))
+            self.later, self.sequence = torch.cat(later), torch.cat(sequence)
+        n = torch.tensor(lengths, device=device)
+        self.weights = self.full_weights * (self.later < n[self.sequence]) * (T * (T - 1) / (n * (n - 1)))[
+            self.sequence]
+        self.lengths = lengths
 
     def fits(self, u, bins):
         return u.shape == self.shape and bins == self.bins and u.device == self.u.device
 
-    def __call__(self, padded=False):
+    def __call__(self, lengths=None):
         bins, size = self.bins, 2 * self.copies * (self.bins + 2)
+        padded = lengths is not None
         self.out.fill_(bins / 2)
         for where, left, right in self.products:
             where.baddbmm_(left, right, alpha=bins / 2)
         self.self_pairs.fill_(bins + 1)
         if padded or not self.on_cpu:  # NaN: left out. (On a GPU a NaN from the model itself would be an
             self.out.nan_to_num_(bins + 1)  # index out of range, which ends the process's CUDA context.)
+        if padded:
+            self.weigh(lengths)
+        mean_sum = torch.dot(self.out, self.weights if padded else self.full_weights) - self.shape[0]
         self.slots.copy_(self.out)  # int((cos + 1) * bins / 2), rounded toward 0 as histc does
         self.slots += self.offsets
         if self.index_add:
             counts = self.slots.new_zeros(size).index_add_(0, self.slots, self.ones)
         else:
             counts = torch.bincount(self.slots, minlength=size)
-        return counts.view(2, self.copies, bins + 2).sum(1).flatten()
+        return counts.view(2, self.copies, bins + 2).sum(1).flatten(), mean_sum
 
 
 def histogram(counts, bins):
