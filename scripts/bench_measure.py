@@ -15,12 +15,13 @@ and OpenBLAS's counts, which numpy's cosines in the package read), "all cores" w
 measuring alone is read from /proc/self/status (VmHWM, reset once the model is loaded), less the size right
 then. Runs alternate (ours, theirs, theirs, ours, ...) and repeat; the tables give the median and the range (a
 shared CPU). The statistics' share is measured inside each of our runs, after its timed measurement, on the
-same windows, one per thread at a time, by measure() and by the same measure() with the statistics replaced by
-nothing (no_statistics), in turn: the median of the pairs' ratios. Beside it, from the same runs, the time
-spent inside the statistics against the rest (timed_statistics): it misses what the statistics cost the
-forward passes around them (caches), but no change in the machine's load between two runs moves it. The
-authors' package (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run from its own virtual
-environment outside the repository, given by --authors_python; make it with
+same windows, four per thread at a time, by measure() and by the same measure() with the statistics replaced
+by nothing (no_statistics), in turn: the median of the pairs' ratios. (Four, so that what a call sets up once,
+its threads and their buffers, weighs less; one per thread per call added 1-3 points on `small`.) Beside it,
+from the same runs, the time spent inside the statistics against the rest (timed_statistics): it misses what
+the statistics cost the forward passes around them (caches), but no change in the machine's load between two
+runs moves it. The authors' package (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run
+from its own virtual environment outside the repository, given by --authors_python; make it with
 
     python -m venv --system-site-packages /tmp/authvenv && \
         /tmp/authvenv/bin/pip install embedding-condensation==2.0
@@ -184,9 +185,9 @@ def child_ours(a):
     run()
     out = dict(seconds=time.perf_counter() - t0, peak_mib=peak_mib(), load_seconds=loading, loaded_mib=loaded,
                measure_peak_mib=status_mib("VmHWM"), threads=torch.get_num_threads())
-    if a.share:  # the same windows, a few at a time (one per thread), with and without statistics in turn
-        per_call = max(1, torch.get_num_threads())  # as many batches as threads: side by side, as in a run
-        groups = [seqs[i:i + per_call] for i in range(0, len(seqs), per_call)]
+    if a.share:  # the same windows, a few at a time (four per thread), with and without statistics in turn
+        threads = max(1, torch.get_num_threads())  # batches side by side, as in a run, four to a thread
+        groups = [seqs[i:i + 4 * threads] for i in range(0, len(seqs), 4 * threads)]
         ratios, forward, inside, busy = [], 0.0, 0.0, 0.0
         for k in range(a.share):
             for i, group in enumerate(groups):
@@ -197,7 +198,7 @@ def child_ours(a):
                         measure(model, group, batch_size=a.batch_size, erank=a.spectrum, top_share=a.spectrum)
                     took[kind] = time.perf_counter() - t0
                     if kind == "with":  # the threads' time: side by side, or every thread on each batch
-                        inside, busy = inside + spent["seconds"], busy + took[kind] * per_call
+                        inside, busy = inside + spent["seconds"], busy + took[kind] * threads
                 ratios.append(took["with"] / took["without"])
                 forward += took["without"] / a.share
         out["forward_seconds"] = forward
