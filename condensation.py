@@ -125,7 +125,7 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False, scratch=None):
     if padded:  # the histogram and the mean leave out every pair with a padding token, NaN for it
         u.masked_fill_(~scratch["valid"], math.nan)
     counts, mean_sum = counter(lengths if padded else None)
-    sums = mean_sum.view(1) if sums is None else torch.stack([mean_sum, *sums]).double()  # (1,) or (3,)
+    sums = mean_sum if sums is None else torch.cat([mean_sum, torch.stack(sums)]).double()  # (1,) or (3,)
     return sums, counts
 
 def accumulate(totals, l, sums, counts):
@@ -141,8 +141,8 @@ def summarize(totals, num_sequences, num_tokens, name="", erank=False, top_share
     """Averages, densities and rank correlations from the accumulated sums (one transfer off the device);
     None for a statistic not asked for."""
     sums = torch.stack([s for s, _ in totals]).cpu().double() / num_sequences  # (L+1, 3), or (L+1, 1)
-    raw = torch.stack([c for _, c in totals]).cpu()  # (L+1, 2 * (bins + 2))
-    counts = cosines.histogram(raw, raw.shape[1] // 2 - 2).double()  # (L+1, bins)
+    raw = torch.stack([c for _, c in totals]).cpu()  # (L+1, 2 * COPIES * (bins + 2))
+    counts = cosines.histogram(raw).double()  # (L+1, bins)
     width = 2 / counts.shape[1]
     hist = counts / (counts.sum(1, keepdim=True).clamp_min(1) * width)  # a density: sum(hist) * width = 1
     mean_cos = sums[:, 0].tolist()

@@ -12,6 +12,8 @@ import math
 
 import torch
 
+COPIES = 16  # copies of the histogram's slots that consecutive pairs count into (PairCounts)
+
 
 def split(T, leaf=32):
     """(levels, b) with T = b * 2**levels: T halved while it is even and the half holds at least `leaf`."""
@@ -28,10 +30,11 @@ class PairCounts:
     buffer and view is made once, so the hidden states of every batch of that shape reuse them (measure()
     keeps one per thread) and a call is a dozen operations.
 
-    Returns (counts, mean_sum). counts, raw, (2 * (bins + 2),) int64: in the first half, slot k < bins counts
-    the pairs in bin k, slot bins those at exactly +1 (bin bins - 1, as in histc), slot bins + 1 those left
-    out; the second half counts the same for pairs that each stand for two (i, j and j, i). histogram() turns
-    a sum of them into the bins. mean_sum: the sum over the batch of each sequence's mean cos_ij, read off the
+    Returns (counts, mean_sum). counts, raw, (2 * COPIES * (bins + 2),) int64, COPIES copies of two halves: in
+    the first half, slot k < bins counts the pairs in bin k, slot bins those at exactly +1 (bin bins - 1, as in
+    histc), slot bins + 1 those left out; the second half counts the same for pairs that each stand for two
+    (i, j and j, i). histogram() turns a sum of them into the bins. mean_sum, (1,): the sum over the batch of
+    each sequence's mean cos_ij, read off the
     same products: one weighted sum of them, each pair weighted by how many it stands for (2, 1, and 0 on the
     diagonal) over n (n - 1). Given lengths (right padding), a pair with a padding token weighs 0, and its u
     must be NaN, which leaves it out of the counts.
@@ -44,14 +47,14 @@ class PairCounts:
     commutes with rounding), then one count of every pair's slot: on a CPU by torch.bincount, 3-4x faster
     than histc; on a GPU (or with index_add=True) by index_add_, because bincount reads the largest value
     back to the host, which would stop the forward pass at every hidden state until the device caught up.
-    Consecutive pairs count into `copies` separate copies of the slots, summed at the end: in a condensed
+    Consecutive pairs count into COPIES separate copies of the slots, summed by histogram(): in a condensed
     layer most pairs fall in a few bins, and one count after another into the same slot waits for the one
     before it (one bin for every pair: 66 us for 29,000 pairs against 16 us spread over 16 copies, one
     thread). The copies and the halves are one precomputed offset per pair.
     """
 
-    def __init__(self, B, T, C, bins, device, index_add=None, copies=16):
-        self.shape, self.bins, self.copies = (B, T, C), bins, copies
+    def __init__(self, B, T, C, bins, device, index_add=None):
+        self.shape, self.bins = (B, T, C), bins
         levels, b = split(T)
         blocks = [T >> (k + 1) for k in range(levels)]  # level k: 2**k pairs of sibling blocks of m tokens
         self.across = sum(B * (T // (2 * m)) * m * m for m in blocks)  # pairs that stand for two
@@ -71,10 +74,10 @@ class PairCounts:
         self.index_add = not self.on_cpu if index_add is None else index_add
         index = torch.long if self.index_add else torch.int32  # index_add_'s, or bincount's
         self.slots = torch.empty(self.out.shape, dtype=index, device=device)
-        # pair p counts into copy p % copies of its half's slots (the second half: pairs that stand for two)
-        copy = torch.arange(copies, dtype=index, device=device) * (bins + 2)
-        self.offsets = copy.repeat(-(-self.out.numel() // copies))[:self.out.numel()]
-        self.offsets[:self.across] += copies * (bins + 2)
+        # pair p counts into copy p % COPIES of its half's slots (the second half: pairs that stand for two)
+        copy = torch.arange(COPIES, dtype=index, device=device) * (bins + 2)
+        self.offsets = copy.repeat(-(-self.out.numel() // COPIES))[:self.out.numel()]
+        self.offsets[:self.across] += COPIES * (bins + 2)
         self.ones = torch.ones((), dtype=index, device=device).expand(self.out.shape)  # index_add_'s
         # full windows' weights, (cos + 1) * bins / 2 -> mean + 1: the pairs each stands for (2, 1, or 0 on
         # the diagonal) / (bins / 2 * T (T - 1))
@@ -82,6 +85,7 @@ class PairCounts:
         self.full_weights[:self.across] *= 2
         self.full_weights[self.across:].view(-1, b, b).diagonal(dim1=1, dim2=2).fill_(0)
         self.weights, self.lengths, self.later = self.full_weights, None, None
+        self.row, self.minus_batch = self.out.view(1, -1), torch.full((1,), -float(B), device=device)
 
     def weigh(self, lengths):
         """Each pair's weight in mean_sum for sequences of these lengths (once per batch, kept for the next
@@ -109,7 +113,7 @@ class PairCounts:
         return u.shape == self.shape and bins == self.bins and u.device == self.u.device
 
     def __call__(self, lengths=None):
-        bins, size = self.bins, 2 * self.copies * (self.bins + 2)
+        bins, size = self.bins, 2 * COPIES * (self.bins + 2)
         padded = lengths is not None
         self.out.fill_(bins / 2)
         for where, left, right in self.products:
@@ -119,19 +123,20 @@ class PairCounts:
             self.out.nan_to_num_(bins + 1)  # index out of range, which ends the process's CUDA context.)
         if padded:
             self.weigh(lengths)
-        mean_sum = torch.dot(self.out, self.weights if padded else self.full_weights) - self.shape[0]
+        mean_sum = torch.addmv(self.minus_batch, self.row, self.weights if padded else self.full_weights)
         self.slots.copy_(self.out)  # int((cos + 1) * bins / 2), rounded toward 0 as histc does
         self.slots += self.offsets
         if self.index_add:
             counts = self.slots.new_zeros(size).index_add_(0, self.slots, self.ones)
         else:
             counts = torch.bincount(self.slots, minlength=size)
-        return counts.view(2, self.copies, bins + 2).sum(1).flatten(), mean_sum
+        return counts, mean_sum
 
 
-def histogram(counts, bins):
-    """Bin counts (..., bins) from a sum of PairCounts' raw counts (..., 2 * (bins + 2))."""
-    counts = counts.unflatten(-1, (2, bins + 2))
+def histogram(counts):
+    """Bin counts (..., bins) from a sum of PairCounts' raw counts (..., 2 * COPIES * (bins + 2))."""
+    bins = counts.shape[-1] // (2 * COPIES) - 2
+    counts = counts.unflatten(-1, (2, COPIES, bins + 2)).sum(-2)
     counts = counts[..., 0, :] + 2 * counts[..., 1, :]
     counts[..., bins - 1] += counts[..., bins]
     return counts[..., :bins]
