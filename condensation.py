@@ -128,6 +128,7 @@ def layer_sums(h, lengths, bins, erank=False, top_share=False, scratch=None):
     sums = mean_sum if sums is None else torch.cat([mean_sum, torch.stack(sums)]).double()  # (1,) or (3,)
     return sums, counts
 
+
 def accumulate(totals, l, sums, counts):
     """Add entry l's sums and histogram counts of one batch into totals (a list, one [sums, counts] per
     entry)."""

@@ -31,13 +31,12 @@ class PairCounts:
     keeps one per thread) and a call is a dozen operations.
 
     Returns (counts, mean_sum). counts, raw, (2 * COPIES * (bins + 2),) int64, COPIES copies of two halves: in
-    the first half, slot k < bins counts the pairs in bin k, slot bins those at exactly +1 (bin bins - 1, as in
-    histc), slot bins + 1 those left out; the second half counts the same for pairs that each stand for two
+    the first half, slot k < bins counts the pairs in bin k, slot bins those at exactly +1 (bin bins - 1, as
+    in histc), slot bins + 1 those left out; the second half counts the same for pairs that each stand for two
     (i, j and j, i). histogram() turns a sum of them into the bins. mean_sum, (1,): the sum over the batch of
-    each sequence's mean cos_ij, read off the
-    same products: one weighted sum of them, each pair weighted by how many it stands for (2, 1, and 0 on the
-    diagonal) over n (n - 1). Given lengths (right padding), a pair with a padding token weighs 0, and its u
-    must be NaN, which leaves it out of the counts.
+    each sequence's mean cos_ij, read off the same products: one weighted sum of them, each pair weighted by
+    how many it stands for (2, 1, and 0 on the diagonal) over n (n - 1). Given lengths (right padding), a pair
+    with a padding token weighs 0, and its u must be NaN, which leaves it out of the counts.
 
     Why it is fast: G is symmetric, so only its lower triangle is computed, in a few large matrix products.
     Split the T tokens in two halves: the block (second half) x (first half) holds one of each pair across
