@@ -16,12 +16,12 @@ measuring alone is read from /proc/self/status (VmHWM, reset once the model is l
 then. Runs alternate (ours, theirs, theirs, ours, ...) and repeat; the tables give the median and the range (a
 shared CPU). The statistics' share is measured inside each of our runs, after its timed measurement, on the
 same windows, four per thread at a time, by measure() and by the same measure() with the statistics replaced
-by nothing (no_statistics), in turn: the median of the pairs' ratios. (Four, so that what a call sets up once,
-its threads and their buffers, weighs less; one per thread per call added 1-3 points on `small`.) Beside it,
-from the same runs, the time spent inside the statistics against the rest (timed_statistics): it misses what
-the statistics cost the forward passes around them (caches), but no change in the machine's load between two
-runs moves it. The authors' package (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run
-from its own virtual environment outside the repository, given by --authors_python; make it with
+by nothing (no_statistics), in turn: the median of the pairs' ratios. (Four: what a call sets up once, its
+threads and their buffers, weighs less; one a thread added 1-3 points on `small`.) Beside it, from the same
+runs, the time spent inside the statistics against the rest (timed_statistics): it misses what the statistics
+cost the forward passes around them (caches), but no change in the machine's load between two runs moves it.
+The authors' package (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run from its own
+virtual environment outside the repository, given by --authors_python; make it with
 
     python -m venv --system-site-packages /tmp/authvenv && \
         /tmp/authvenv/bin/pip install embedding-condensation==2.0
@@ -230,15 +230,14 @@ def child_theirs(a):
 
 
 THREADS = {"1": "one thread per process (OMP_NUM_THREADS=1)", "all": f"all {os.cpu_count()} cores"}
-SHARE_ROUNDS = {"1": 1, "all": 3}  # rounds over the windows; on all cores each pair holds one window per core
+SHARE_ROUNDS = {"1": 1, "all": 3}  # rounds over the windows; each pair of calls holds four windows per core
 
 
 def run_child(a, python, *args, threads="all"):
     """Run one child process, on one thread (threads="1") or on every core; its JSON line, with the process's
     wall time."""
     t0 = time.perf_counter()
-    texts_file = os.path.join(a.out_dir, "bench_measure", "texts.json")
-    command = [python, os.path.abspath(__file__), *args, f"--texts={texts_file}"]
+    command = [python, os.path.abspath(__file__), *args, f"--texts={a.out_dir}/bench_measure/texts.json"]
     env = dict(os.environ)
     if threads == "1":  # torch, MKL and numpy's OpenBLAS (the package's cosines) each read one of these
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
@@ -261,13 +260,14 @@ def share_line(runs):
 
 
 def main(a):
+    sections, numbers = a.sections.split(","), {}
+    if set(sections) - {"authors", "small", "batch", "scaling", "gpu"}:  # a misspelled one would be skipped
+        raise SystemExit(f"error: --sections={a.sections}: choose from authors, small, batch, scaling, gpu.")
     folder = os.path.join(a.out_dir, "bench_measure")
     os.makedirs(folder, exist_ok=True)
-    load = [os.getloadavg()[0]]
     lines = [f"command: python -m scripts.bench_measure {' '.join(sys.argv[1:])}",
              f"machine: {os.cpu_count()} CPU cores, torch threads default; load average (1 min) at start "
-             f"{load[0]:.2f}"]
-    sections, numbers = a.sections.split(","), {}
+             f"{os.getloadavg()[0]:.2f}"]
     if "gpu" in sections:
         from scripts.bench_measure_gpu import device_line, gpu_section
         lines.append(device_line(a))  # (it checks --device first)

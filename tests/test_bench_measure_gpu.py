@@ -43,7 +43,8 @@ def test_gpu_section_writes_the_numbers_the_suite_reads(tmp_path, data_dir):
 
 
 @pytest.mark.parametrize("args, words", [(["--device=tpu"], ["--device must be cpu or cuda"]),
-                                         (["--windows=0"], ["--windows", "at least 1"])])
+                                         (["--windows=0"], ["--windows", "at least 1"]),
+                                         (["--sections=gpu,authorz"], ["--sections=gpu,authorz", "scaling"])])
 def test_bad_input_is_one_clear_line(args, words, tmp_path):
     result = bench(*args, f"--out_dir={tmp_path}")
     message = result.stderr.strip()
