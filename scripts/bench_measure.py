@@ -16,9 +16,9 @@ measuring alone is read from /proc/self/status (VmHWM, reset once the model is l
 then. Runs alternate (ours, theirs, theirs, ours, ...) and repeat; the tables give the median and the range (a
 shared CPU). The statistics' share is measured inside each of our runs, after its timed measurement, on the
 same windows, four per thread at a time, by measure() and by the same measure() with the statistics replaced
-by nothing (no_statistics), in turn: the median of the pairs' ratios. (Four: what a call sets up once, its
+by nothing, in turn (scripts/bench_share.py): the median of the pairs' ratios. (Four: what a call sets up once, its
 threads and their buffers, weighs less; one a thread added 1-3 points on `small`.) Beside it, from the same
-runs, the time spent inside the statistics against the rest (timed_statistics): it misses what the statistics
+runs, the time spent inside the statistics against the rest: it misses what the statistics
 cost the forward passes around them (caches), but no change in the machine's load between two runs moves it.
 The authors' package (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run from its own
 virtual environment outside the repository, given by --authors_python; make it with
@@ -34,7 +34,6 @@ model not); the loading time is given apart.
 """
 
 import argparse
-import contextlib
 import json
 import os
 import resource
@@ -92,43 +91,6 @@ def make_model(folder, layers):
     gpt2_tokenizer(transformers).save_pretrained(folder)
 
 
-@contextlib.contextmanager
-def no_statistics():
-    """measure() with each hidden state's statistics replaced by zeros: its forward passes alone, run exactly
-    as in a measurement (the same batches and threads)."""
-    import torch
-    import condensation
-    real = condensation.layer_sums
-    condensation.layer_sums = lambda h, lengths, bins, **spectrum: (torch.zeros(3), torch.zeros(
-        2 * condensation.cosines.COPIES * (bins + 2), dtype=torch.long))  # the raw counts' shape
-    try:
-        yield
-    finally:
-        condensation.layer_sums = real
-
-
-@contextlib.contextmanager
-def timed_statistics():
-    """measure() with the time spent in each hidden state's statistics added up, over every thread: yields a
-    dict whose "seconds" grows as they run."""
-    import threading
-    import condensation
-    real, lock, spent = condensation.layer_sums, threading.Lock(), {"seconds": 0.0}
-
-    def layer_sums(*args, **kwargs):
-        t0 = time.perf_counter()
-        out = real(*args, **kwargs)
-        with lock:
-            spent["seconds"] += time.perf_counter() - t0
-        return out
-
-    condensation.layer_sums = layer_sums
-    try:
-        yield spent
-    finally:
-        condensation.layer_sums = real
-
-
 def peak_mib():
     """Peak resident size of this process so far, loading included (ru_maxrss, KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -169,6 +131,7 @@ def child_ours(a):
     import torch
     from condensation import measure
     from condense.hf_models import load_hf
+    from scripts.bench_share import with_and_without
     model, tokenizer = load_hf(a.model, "cpu", "float32")
     length = 512
     if a.shape == "small":
@@ -185,26 +148,15 @@ def child_ours(a):
     run()
     out = dict(seconds=time.perf_counter() - t0, peak_mib=peak_mib(), load_seconds=loading, loaded_mib=loaded,
                measure_peak_mib=status_mib("VmHWM"), threads=torch.get_num_threads())
-    if a.share:  # the same windows, a few at a time (four per thread), with and without statistics in turn
-        threads = max(1, torch.get_num_threads())  # batches side by side, as in a run, four to a thread
+    if a.share:  # the same windows, four per thread at a time, as in a run
+        threads = max(1, torch.get_num_threads())
         groups = [seqs[i:i + 4 * threads] for i in range(0, len(seqs), 4 * threads)]
-        ratios, forward, inside, busy = [], 0.0, 0.0, 0.0
-        for k in range(a.share):
-            for i, group in enumerate(groups):
-                took = {}
-                for kind in ("with", "without") if (k + i) % 2 == 0 else ("without", "with"):
-                    t0 = time.perf_counter()
-                    with no_statistics() if kind == "without" else timed_statistics() as spent:
-                        measure(model, group, batch_size=a.batch_size, erank=a.spectrum, top_share=a.spectrum)
-                    took[kind] = time.perf_counter() - t0
-                    if kind == "with":  # the threads' time: side by side, or every thread on each batch
-                        inside, busy = inside + spent["seconds"], busy + took[kind] * threads
-                ratios.append(took["with"] / took["without"])
-                forward += took["without"] / a.share
-        out["forward_seconds"] = forward
-        out["share"] = statistics.median(ratios) - 1  # of the forward passes
-        out["share_pairs"] = len(ratios)
-        out["share_inside"] = inside / (busy - inside)  # time in the statistics / the rest, in the same runs
+        pairs = with_and_without([lambda g=g: measure(model, g, batch_size=a.batch_size, erank=a.spectrum,
+                                                      top_share=a.spectrum) for g in groups], a.share)
+        busy = sum(pairs["with"]) * threads  # the threads' time: side by side, or every thread on each batch
+        out.update(share=pairs["share"], share_pairs=len(pairs["ratios"]),
+                   forward_seconds=sum(pairs["without"]) / a.share,
+                   share_inside=pairs["inside"] / (busy - pairs["inside"]))  # inside / the rest, same runs
     print(json.dumps(out))
 
 

@@ -7,7 +7,7 @@ One child process on the device (`python scripts/bench_measure.py --child=gpu`) 
 --windows windows of 512 tokens of the GPT-2-small-shaped model (random weights), in fp32 at batch size 1
 and 16, and in bfloat16 at batch 16; each a warm-up run, then 3 timed runs (torch.cuda.synchronize around
 each on a GPU): median and range. Then, at batch 16 in fp32, the statistics' share of the forward passes:
-measure() and the same under no_statistics(), alternating, 3 pairs, the median of their ratios. Then the
+measure() with and without them, in turn, 3 pairs, the median of their ratios (bench_share.py). Then the
 authors' package (embedding-condensation 2.0: one sequence at a time, fp32, output_hidden_states=True, the
 cosine matrices in numpy on the CPU) in a child of --authors_python on the same device and windows, if that
 Python can import it (a warm-up window, then one timed run); it needs only torch, numpy, transformers,
@@ -20,14 +20,14 @@ scripts/gpu_suite.py's 'measure' step reads. measure_speed, scripts/bench.py's r
 times the same way.
 """
 
-import contextlib
 import json
 import statistics
 import subprocess
 import sys
 import time
 
-from scripts.bench_measure import ROOT, no_statistics, run_child, summary, texts
+from scripts.bench_measure import ROOT, run_child, summary, texts
+from scripts.bench_share import with_and_without
 
 LENGTH = 512  # tokens per window, as the package cuts them (max_length=512)
 RUNS = (("float32", 1), ("float32", 16), ("bfloat16", 16))  # (dtype, batch size) of our timed runs
@@ -70,17 +70,17 @@ def timed_runs(fn, sync, repeats=TIMED):
 
 def measure_speed(model, sequences, batch_size, device, sync, repeats=3):
     """measure()'s median wall time in ms on sequences (N, T), and its statistics' share of the forward
-    passes: the whole / the same forward passes with the statistics replaced by nothing, less 1 (as every
-    share in bench_measure; above 1 for a model so small that its statistics cost more than it). For
+    passes, from one warm-up and `repeats` pairs of runs with and without the statistics, in turn
+    (with_and_without; above 1 for a model so small that its statistics cost more than it). For
     scripts/bench.py's report."""
     from condensation import measure
     run = lambda: measure(model, sequences, batch_size=batch_size, device=device)
-    total = 1000 * statistics.median(timed_runs(run, sync, repeats))
-    with no_statistics():
-        forward = 1000 * statistics.median(timed_runs(run, sync, repeats))
+    seconds(run, sync)  # CUDA's start, kernel choices, the allocator's first blocks
+    pairs = with_and_without([run], repeats, sync)
+    total = 1000 * statistics.median(pairs["with"])
     n, T = sequences.shape
     return dict(sequences=n, seq_len=T, ms=total, sequences_per_s=n / (total / 1000),
-                tokens_per_s=n * T / (total / 1000), statistics_share=total / forward - 1)
+                tokens_per_s=n * T / (total / 1000), statistics_share=pairs["share"])
 
 
 def child_gpu(a):
@@ -102,14 +102,8 @@ def child_gpu(a):
         out["runs"].append(dict(dtype=dtype, batch_size=batch,
                                 timed=[dict(seconds=t) for t in timed_runs(run, sync)]))
         if (dtype, batch) == ("float32", 16):  # with and without the statistics in turn
-            ratios = []
-            for k in range(SHARE_PAIRS):
-                took = {}
-                for kind in ("with", "without") if k % 2 == 0 else ("without", "with"):
-                    with no_statistics() if kind == "without" else contextlib.nullcontext():
-                        took[kind] = seconds(run, sync)
-                ratios.append(took["with"] / took["without"])
-            out["share"], out["share_ratios"] = statistics.median(ratios) - 1, ratios
+            pairs = with_and_without([run], SHARE_PAIRS, sync)
+            out["share"], out["share_ratios"] = pairs["share"], pairs["ratios"]
     print(json.dumps(out))
 
 
