@@ -16,10 +16,10 @@ measuring alone is read from /proc/self/status (VmHWM, reset once the model is l
 then. Runs alternate (ours, theirs, theirs, ours, ...) and repeat; the tables give the median and the range (a
 shared CPU). The statistics' share is measured inside each of our runs, after its timed measurement, on the
 same windows, four per thread at a time, by measure() and by the same measure() with the statistics replaced
-by nothing, in turn (scripts/bench_share.py): the median of the pairs' ratios. (Four: what a call sets up once, its
-threads and their buffers, weighs less; one a thread added 1-3 points on `small`.) Beside it, from the same
-runs, the time spent inside the statistics against the rest: it misses what the statistics
-cost the forward passes around them (caches), but no change in the machine's load between two runs moves it.
+by nothing, in turn (scripts/bench_share.py): the median of the pairs' ratios. (Four: what a call sets up
+once, its threads and their buffers, weighs less; one a thread added 1-3 points on `small`.) Beside it, from
+the same runs, the time spent inside the statistics against the rest: it misses what the statistics cost the
+forward passes around them (caches), but no change in the machine's load between two runs moves it.
 The authors' package (pip `embedding-condensation==2.0`, which pins transformers<4.48) is run from its own
 virtual environment outside the repository, given by --authors_python; make it with
 

@@ -1,7 +1,7 @@
 """
 The statistics' share of the forward passes, measured one way for every benchmark of measure()
-(scripts/bench_measure.py on a CPU, bench_measure_gpu.py on a device, bench.py's row of measure()'s speed): the
-same measure() with each hidden state's statistics and with them replaced by nothing, in turn.
+(scripts/bench_measure.py on a CPU, bench_measure_gpu.py on a device, bench.py's row of measure()'s speed):
+the same measure() with each hidden state's statistics and with them replaced by nothing, in turn.
 """
 
 import contextlib
@@ -47,11 +47,12 @@ def timed_statistics():
 
 
 def with_and_without(runs, rounds, sync=lambda: None):
-    """The statistics' share of the forward passes: each of runs (callables, one measurement each) timed with the statistics and with them replaced by nothing
-    (no_statistics), in turn, `rounds` times over; the order flips from one run to the next and from one
-    round to the next, so that neither side always goes first. sync empties a device's queue around each
-    timing. Returns {share: the median of the pairs' ratios less 1, ratios, with and without: the times
-    (s), inside: the seconds spent in the statistics during the with runs (timed_statistics)}."""
+    """The statistics' share of the forward passes: each of runs (callables, one measurement each) timed with
+    the statistics and with them replaced by nothing (no_statistics), in turn, `rounds` times over; the order
+    flips from one run to the next and from one round to the next, so that neither side always goes first.
+    sync empties a device's queue around each timing. Returns {share: the median of the pairs' ratios less 1,
+    ratios, with and without: the times (s), inside: the seconds spent in the statistics during the with runs
+    (timed_statistics)}."""
     out, inside = {"ratios": [], "with": [], "without": []}, 0.0
     for k in range(rounds):
         for i, run in enumerate(runs):
