@@ -70,9 +70,9 @@ def timed_runs(fn, sync, repeats=TIMED):
 
 def measure_speed(model, sequences, batch_size, device, sync, repeats=3):
     """measure()'s median wall time in ms on sequences (N, T), and its statistics' share of the forward
-    passes, from one warm-up and `repeats` pairs of runs with and without the statistics, in turn
-    (with_and_without; above 1 for a model so small that its statistics cost more than it). For
-    scripts/bench.py's report."""
+    passes with the ratios it is the median of, from one warm-up and `repeats` pairs of runs with and without
+    the statistics, in turn (with_and_without; above 1 for a model so small that its statistics cost more than
+    it). For scripts/bench.py's report."""
     from condensation import measure
     run = lambda: measure(model, sequences, batch_size=batch_size, device=device)
     seconds(run, sync)  # CUDA's start, kernel choices, the allocator's first blocks
@@ -80,7 +80,8 @@ def measure_speed(model, sequences, batch_size, device, sync, repeats=3):
     total = 1000 * statistics.median(pairs["with"])
     n, T = sequences.shape
     return dict(sequences=n, seq_len=T, ms=total, sequences_per_s=n / (total / 1000),
-                tokens_per_s=n * T / (total / 1000), statistics_share=pairs["share"])
+                tokens_per_s=n * T / (total / 1000), statistics_share=pairs["share"],
+                share_ratios=pairs["ratios"])
 
 
 def child_gpu(a):
