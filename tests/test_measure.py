@@ -150,8 +150,8 @@ def reference(hidden, lengths, bins):
 
 @pytest.mark.parametrize("case", ["cone", "padded", "wide", "repeated", "tight", "gpt2"])
 def test_each_statistic_matches_its_float64_definition(case):
-    """The fast paths (the mean from the sum of unit vectors, the histogram from the triangle's blocks, the
-    top share by Lanczos or from the eigendecomposition, the effective rank in float64) against numpy in
+    """The fast paths (the mean and the histogram from the triangle's blocks, the top share by Lanczos or
+    from the eigendecomposition, the effective rank in float64) against numpy in
     float64 on the whole matrix: to well within the printed precision (mean_cos 4 decimals, erank 1,
     top_share 3), and the histogram to the few pairs whose float32 cosine falls on the other side of a bin
     edge."""
